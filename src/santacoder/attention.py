@@ -1,0 +1,136 @@
+"""Causal attention backends behind one function.
+
+Every backend takes queries with ``nh`` heads and keys/values with ``n_kv`` heads, where ``n_kv`` is 1
+(multi-query attention, one K/V head shared by all query heads) or ``nh`` (ordinary multi-head):
+
+    q: (B, nh, Tq, hs)    k, v: (B, n_kv, Tk, hs)    ->    y: (B, nh, Tq, hs)
+
+``Tq`` may be smaller than ``Tk`` (decoding with a KV cache): query ``i`` then sits at absolute position
+``Tk - Tq + i`` and sees keys ``0 .. Tk - Tq + i`` (bottom-right aligned causal mask).
+
+Backends:
+- ``math``: the explicit reference (repeated K/V, fp32 softmax); used by tests as ground truth.
+- ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with ``enable_gqa`` so kernels that
+  support grouped heads never materialise the repeated K/V.
+- ``xformers``: ``xformers.ops.memory_efficient_attention`` with K/V expanded by a stride-0 view (no copy);
+  CUDA only.
+- ``auto``: xformers when the inputs are on CUDA and xformers can run them, else sdpa.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+ATTN_IMPLS = ("auto", "xformers", "sdpa", "math")
+
+
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    impl: str = "auto",
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Causal self-attention with the backend named by ``impl`` (see the module docstring)."""
+    if impl == "auto":
+        impl = _auto_backend(q)
+    if impl == "sdpa":
+        return _sdpa(q, k, v, dropout_p)
+    if impl == "math":
+        return _math(q, k, v, dropout_p)
+    if impl == "xformers":
+        reason = xformers_unsupported_reason(q)
+        if reason is not None:
+            raise RuntimeError(
+                f"attn_impl='xformers' cannot run here: {reason}. Use attn_impl='auto' or 'sdpa' instead."
+            )
+        return _xformers(q, k, v, dropout_p)
+    raise ValueError(f"unknown attention backend {impl!r}; expected one of {ATTN_IMPLS}")
+
+
+def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    nh, tq, hs = q.shape[1], q.shape[2], q.shape[3]
+    tk = k.shape[2]
+    k = k.expand(-1, nh, -1, -1)  # (B, nh, Tk, hs): MQA shares the single K/V head
+    v = v.expand(-1, nh, -1, -1)
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(hs)  # (B, nh, Tq, Tk)
+    scores = scores.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
+    probs = F.softmax(scores, dim=-1).to(q.dtype)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    return probs @ v  # (B, nh, Tq, hs)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    tq, tk = q.shape[2], k.shape[2]
+    gqa = k.shape[1] != q.shape[1]
+    if tq == tk:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+    # is_causal aligns the mask top-left, which is wrong for a cached prefix: pass it explicitly.
+    mask = causal_mask(tq, tk, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
+
+
+def _xformers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    from xformers.ops import fmha
+
+    b, nh, tq, hs = q.shape
+    tk = k.shape[2]
+    # xformers wants (B, T, H, hs). Expanding K/V over heads is a stride-0 view: no copy is made, and the
+    # flash forward kernel recognises it as multi-query.
+    q_ = q.transpose(1, 2)  # (B, Tq, nh, hs)
+    k_ = k.transpose(1, 2).expand(b, tk, nh, hs)  # (B, Tk, nh, hs)
+    v_ = v.transpose(1, 2).expand(b, tk, nh, hs)
+    bias = fmha.attn_bias.LowerTriangularMask() if tq == tk else fmha.attn_bias.LowerTriangularFromBottomRightMask()
+    y = fmha.memory_efficient_attention(q_, k_, v_, attn_bias=bias, p=dropout_p)
+    return y.transpose(1, 2)  # (B, nh, Tq, hs)
+
+
+def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+    """Boolean (Tq, Tk) mask, True where attention is allowed; bottom-right aligned."""
+    return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
+
+
+def xformers_unsupported_reason(q: torch.Tensor) -> str | None:
+    """Why xformers cannot run attention on tensors like ``q``, or None when it can."""
+    if q.device.type != "cuda":
+        return f"xformers kernels are CUDA-only and the inputs are on {q.device.type}"
+    if not _xformers_importable():
+        return "the xformers package (with its CUDA kernels) is not importable"
+    if q.shape[-1] > 256:
+        return f"head size {q.shape[-1]} is larger than xformers' limit of 256"
+    if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device) < (8, 0):
+        return "bf16 needs a GPU of compute capability 8.0 or newer"
+    return None
+
+
+@functools.cache
+def _xformers_importable() -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # xformers warns at import on builds without matching kernels
+            from xformers.ops import fmha  # noqa: F401
+    except Exception:  # any failure (missing package, ABI mismatch) means "not usable"
+        return False
+    return True
+
+
+def _auto_backend(q: torch.Tensor) -> str:
+    reason = xformers_unsupported_reason(q)
+    choice = "sdpa" if reason is not None else "xformers"
+    _log_choice_once(q.device.type, str(q.dtype), choice, reason)
+    return choice
+
+
+@functools.cache
+def _log_choice_once(device: str, dtype: str, choice: str, reason: str | None) -> None:
+    why = f" ({reason})" if reason else ""
+    log.info("attn_impl='auto' uses %s on %s/%s%s", choice, device, dtype, why)

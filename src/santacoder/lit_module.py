@@ -1,0 +1,125 @@
+"""The LightningModule: next-token cross-entropy, AdamW with SantaCoder's parameter groups, warmup + cosine.
+
+All constructor arguments are plain values (dicts, numbers, strings), saved as hyper-parameters, so a
+checkpoint rebuilds its module with ``SantaCoderLitModule.load_from_checkpoint(path)``. ``optimizer`` and
+``scheduler`` are Hydra nodes (``_target_`` + ``_partial_: true``) instantiated here when training starts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+
+from santacoder.data.dataset import IGNORE_INDEX
+from santacoder.model import GPT, GPTConfig
+
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.95], "eps": 1e-8,
+    "weight_decay": 0.1,
+}
+DEFAULT_SCHEDULER = {
+    "_target_": "santacoder.lit_module.warmup_cosine_schedule", "_partial_": True,
+    "warmup_fraction": 0.02, "min_lr_ratio": 0.1,
+}
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.02, min_lr_ratio: float = 0.1
+) -> LambdaLR:
+    """Linear warmup over ``warmup_fraction * total_steps``, then cosine decay to ``min_lr_ratio * lr``."""
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+    return LambdaLR(optimizer, partial(_warmup_cosine, warmup=warmup, total=total_steps, min_ratio=min_lr_ratio))
+
+
+def _warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the matrices of linear layers only; biases, LayerNorms and embeddings are exempt."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen or not param.requires_grad:
+                continue  # the tied LM head is the token embedding: count it once
+            seen.add(id(param))
+            is_matrix = isinstance(module, torch.nn.Linear) and name == "weight"
+            (decay if is_matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+
+
+class SantaCoderLitModule(L.LightningModule):
+    def __init__(self, config: dict, optimizer: dict | None = None, scheduler: dict | None = None):
+        super().__init__()
+        # Plain containers only, so checkpoints load with weights_only=True (no OmegaConf objects inside).
+        config, optimizer, scheduler = (_plain(x) for x in (config, optimizer, scheduler))
+        self.save_hyperparameters({"config": config, "optimizer": optimizer, "scheduler": scheduler})
+        self.config = GPTConfig(**config)
+        self.model = GPT(self.config)
+        self.optimizer_cfg = optimizer or DEFAULT_OPTIMIZER
+        self.scheduler_cfg = scheduler or DEFAULT_SCHEDULER
+        self.val_loss = MeanMetric()
+        self._last_step_time: float | None = None
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over labelled tokens (``<fim-pad>`` positions carry no label), and their count."""
+        logits = self.model(batch["input_ids"])  # (B, T, V)
+        labels = batch["labels"]  # (B, T)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, int((labels != IGNORE_INDEX).sum())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self._log_throughput(batch["input_ids"].numel())
+        return loss
+
+    def _log_throughput(self, local_tokens: int) -> None:
+        # Global tokens per second between consecutive training batches (data loading and the optimizer
+        # step included); the first batch only starts the clock.
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            tokens = local_tokens * self.trainer.world_size
+            self.log("train/tokens_per_sec", tokens / (now - self._last_step_time), prog_bar=True)
+        self._last_step_time = now
+
+    def on_validation_epoch_start(self) -> None:
+        self._last_step_time = None  # validation time is not training throughput
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, n_tokens = self.loss(batch)
+        self.val_loss.update(loss.detach(), weight=n_tokens)  # token-weighted mean over the split
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(loss), sync_dist=False)
+
+    def configure_optimizers(self):
+        opt_cfg = dict(self.optimizer_cfg)
+        weight_decay = opt_cfg.pop("weight_decay", 0.0)
+        optimizer = instantiate(opt_cfg)(parameter_groups(self.model, weight_decay))
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(dict(self.scheduler_cfg))(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

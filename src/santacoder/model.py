@@ -1,0 +1,226 @@
+"""GPT-2 with multi-query attention, as in SantaCoder (nanoGPT-style: the whole model in one file).
+
+GPT -> Block -> CausalSelfAttention + MLP. Parameter names follow transformers' GPTBigCode
+(``transformer.h.0.attn.c_attn.weight`` ...), so Hugging Face checkpoints map one to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from santacoder.attention import ATTN_IMPLS, causal_attention
+from santacoder.errors import ConfigError
+
+
+@dataclass
+class GPTConfig:
+    """Model shape and regularisation; field names are those of transformers' ``GPTBigCodeConfig``."""
+
+    vocab_size: int = 49280
+    n_positions: int = 2048
+    n_embd: int = 2048
+    n_layer: int = 24
+    n_head: int = 16
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd
+    multi_query: bool = True  # True: one K/V head shared by all query heads (MQA)
+    layer_norm_epsilon: float = 1e-5
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    initializer_range: float = 0.022  # SantaCoder's Megatron --init-method-std
+    attn_impl: str = "auto"  # "auto" | "xformers" | "sdpa" | "math"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"GPTConfig.{name}={value!r} must be a positive integer")
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
+            raise ConfigError(f"GPTConfig.n_inner={self.n_inner!r} must be a positive integer or None (4 * n_embd)")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head} (head size = n_embd / n_head)"
+            )
+        for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"GPTConfig.{name}={value!r} must be in [0, 1)")
+        if self.layer_norm_epsilon <= 0 or self.initializer_range <= 0:
+            raise ConfigError("GPTConfig.layer_norm_epsilon and initializer_range must be positive")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ConfigError(f"GPTConfig.attn_impl={self.attn_impl!r} must be one of {ATTN_IMPLS}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_kv_head(self) -> int:
+        return 1 if self.multi_query else self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> GPTConfig:
+        """A named preset (see ``PRESETS``), with any field overridden by keyword."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # bigcode/santacoder: 24 x 2048, 16 query heads of 128, one shared K/V head, 8192-wide MLP,
+    # 49152 BPE tokens + 5 specials padded to 49280; 1,124,886,528 parameters with the tied LM head.
+    "santacoder-1b": dict(
+        vocab_size=49280, n_positions=2048, n_embd=2048, n_layer=24, n_head=16, n_inner=8192, multi_query=True
+    ),
+    # CPU friendly: trains in minutes on two cores (see README).
+    "tiny": dict(
+        vocab_size=4096, n_positions=256, n_embd=128, n_layer=4, n_head=4, n_inner=512, multi_query=True,
+        embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0,
+    ),
+}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.multi_query = config.multi_query
+        self.kv_dim = config.n_kv_head * config.head_dim
+        # MQA: fused output rows are [all query heads | one key head | one value head] (GPTBigCode layout).
+        # MHA: rows are grouped per head as (q, k, v), also as GPTBigCode lays them out.
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_dim)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.attn_impl = config.attn_impl
+
+    def forward(
+        self, x: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, T, C = x.shape
+        qkv = self.c_attn(x)  # (B, T, C + 2 * kv_dim)
+        if self.multi_query:
+            q, k, v = qkv.split((C, self.kv_dim, self.kv_dim), dim=2)
+            q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+            k = k.unsqueeze(1)  # (B, 1, T, hs)
+            v = v.unsqueeze(1)  # (B, 1, T, hs)
+        else:
+            qkv = qkv.view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, nh, T, 3 * hs)
+            q, k, v = qkv.split(self.head_dim, dim=3)  # each (B, nh, T, hs)
+        if kv_cache is not None:  # decoding: prepend the keys/values of earlier positions
+            k = torch.cat((kv_cache[0], k), dim=2)  # (B, n_kv, T_past + T, hs)
+            v = torch.cat((kv_cache[1], v), dim=2)
+        dropout = self.attn_pdrop if self.training else 0.0
+        y = causal_attention(q, k, v, impl=self.attn_impl, dropout_p=dropout)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
+        self.c_proj = nn.Linear(config.inner_dim, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # tanh-approximated GELU: Megatron's fused bias-GELU and HF's gelu_pytorch_tanh compute this
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attn_out, new_cache = self.attn(self.ln_1(x), kv_cache)
+        x = x + attn_out
+        x = x + self.mlp(self.ln_2(x))
+        return x, new_cache
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.n_positions, config.n_embd),
+                drop=nn.Dropout(config.embd_pdrop),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in SantaCoder
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        # Output projections feed the residual stream once per layer and sub-block: Megatron's scaled init
+        # keeps the residual's variance independent of depth.
+        if isinstance(module, (CausalSelfAttention, MLP)):
+            nn.init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    def num_params(self) -> int:
+        """Parameter count with the tied LM head counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        return_kv_cache: bool = False,
+    ):
+        """Logits (B, T, vocab_size) for ``input_ids`` (B, T).
+
+        With ``kv_cache`` (one (k, v) per layer from an earlier call) the inputs continue that sequence.
+        With ``return_kv_cache`` the call returns ``(logits, new_kv_cache)``.
+        """
+        B, T = input_ids.shape
+        past = 0 if kv_cache is None else kv_cache[0][0].shape[2]
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"sequence of {past + T} tokens is longer than the model's n_positions={self.config.n_positions}"
+            )
+        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
+        new_cache = []
+        for i, block in enumerate(self.transformer.h):
+            x, layer_cache = block(x, None if kv_cache is None else kv_cache[i])
+            new_cache.append(layer_cache)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        return (logits, new_cache) if return_kv_cache else logits

@@ -1,0 +1,123 @@
+"""The Hydra training task: validate the config, build data, model, loggers and trainer, fit, and write
+``metrics.json`` and ``checkpoints/last.ckpt`` into the run's output directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from santacoder.errors import ConfigError
+from santacoder.model import GPTConfig
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig, node: str, **kwargs):
+    """Instantiate ``cfg.<node>``; a ConfigError raised inside is re-raised as it is (not wrapped by Hydra)."""
+    try:
+        return instantiate(cfg[node], **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def padded_vocab_size(tokenizer_size: int, multiple: int = 128) -> int:
+    """Megatron pads the embedding to a multiple of 128 (SantaCoder: 49157 tokens -> 49280 rows)."""
+    return multiple * math.ceil(tokenizer_size / multiple)
+
+
+def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
+    """Fill ``model.config.vocab_size`` from the tokenizer and check the model against the data, in place."""
+    mc = cfg.model.config
+    with open_dict(cfg):
+        if mc.vocab_size is None:
+            mc.vocab_size = padded_vocab_size(tokenizer_size)
+    if mc.vocab_size < tokenizer_size:
+        raise ConfigError(
+            f"model.config.vocab_size={mc.vocab_size} is smaller than the tokenizer's {tokenizer_size} tokens; "
+            "set it to null (derive from the tokenizer) or at least the tokenizer's size"
+        )
+    if cfg.data.seq_len > mc.n_positions:
+        raise ConfigError(
+            f"data.seq_len={cfg.data.seq_len} is larger than model.config.n_positions={mc.n_positions}; "
+            "shorten data.seq_len or raise model.config.n_positions"
+        )
+    GPTConfig(**OmegaConf.to_container(mc, resolve=True))  # field-level checks before anything heavy
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if mc.attn_impl == "xformers" and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        raise ConfigError(
+            "model.config.attn_impl=xformers needs a CUDA GPU (xformers kernels are CUDA-only); "
+            "use attn_impl=auto or sdpa on this machine"
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as ``cfg`` says; returns the final metrics (also written to ``<output_dir>/metrics.json``)."""
+    datamodule = build(cfg, "data")  # validates data values and the corpus before any work
+    resolve_model_config(cfg, datamodule.vocab_size_upper_bound())
+    if cfg.extras.get("print_config"):
+        _print_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+
+    model = build(cfg, "model")
+    callbacks = [build(cfg.callbacks, name) for name in cfg.get("callbacks") or {}]
+    loggers = [build(cfg.logger, name) for name in cfg.get("logger") or {}]
+    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
+    log.info(
+        "global batch %d sequences x %d tokens = micro batch %d x %d devices x %d nodes x %d accumulation",
+        cfg.data.batch_size, cfg.data.seq_len, micro, trainer.num_devices, trainer.num_nodes,
+        trainer.accumulate_grad_batches,
+    )
+    log.info("model: %s parameters", f"{model.model.num_params():,}")
+    for lg in trainer.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics.update(
+        step=trainer.global_step,
+        tokens_seen=trainer.global_step * cfg.data.batch_size * cfg.data.seq_len,
+        num_params=model.model.num_params(),
+        uniform_loss=math.log(len(datamodule.tokenizer)),
+    )
+    _write_metrics(Path(cfg.paths.output_dir), metrics)
+    return metrics
+
+
+@rank_zero_only
+def _write_metrics(output_dir: Path, metrics: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
+    log.info("run directory: %s", output_dir)
+
+
+@rank_zero_only
+def _print_config(cfg: DictConfig) -> None:
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Hydra entry point: a ConfigError ends the run with its message and exit status 1, no traceback."""
+    try:
+        return train(cfg)
+    except ConfigError as e:
+        log.error("invalid configuration: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
