@@ -23,12 +23,18 @@ from santacoder.data.dataset import IGNORE_INDEX
 from santacoder.model import GPT, GPTConfig
 
 DEFAULT_OPTIMIZER = {
-    "_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-4, "betas": [0.9, 0.95], "eps": 1e-8,
+    "_target_": "torch.optim.AdamW",
+    "_partial_": True,
+    "lr": 2e-4,
+    "betas": [0.9, 0.95],
+    "eps": 1e-8,
     "weight_decay": 0.1,
 }
 DEFAULT_SCHEDULER = {
-    "_target_": "santacoder.lit_module.warmup_cosine_schedule", "_partial_": True,
-    "warmup_fraction": 0.02, "min_lr_ratio": 0.1,
+    "_target_": "santacoder.lit_module.warmup_cosine_schedule",
+    "_partial_": True,
+    "warmup_fraction": 0.02,
+    "min_lr_ratio": 0.1,
 }
 
 
@@ -58,7 +64,11 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             seen.add(id(param))
             is_matrix = isinstance(module, torch.nn.Linear) and name == "weight"
             (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # names show up in LearningRateMonitor's metric names (lr-AdamW/decay)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
 
 
 def _plain(value):

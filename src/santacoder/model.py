@@ -45,7 +45,8 @@ class GPTConfig:
             raise ConfigError(f"GPTConfig.n_inner={self.n_inner!r} must be a positive integer or None (4 * n_embd)")
         if self.n_embd % self.n_head:
             raise ConfigError(
-                f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head} (head size = n_embd / n_head)"
+                f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                "(head size = n_embd / n_head)"
             )
         for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
             value = getattr(self, name)
@@ -87,8 +88,16 @@ PRESETS: dict[str, dict] = {
     ),
     # CPU friendly: trains in minutes on two cores (see README).
     "tiny": dict(
-        vocab_size=4096, n_positions=256, n_embd=128, n_layer=4, n_head=4, n_inner=512, multi_query=True,
-        embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0,
+        vocab_size=4096,
+        n_positions=256,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        n_inner=512,
+        multi_query=True,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
     ),
 }
 

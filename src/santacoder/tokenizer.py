@@ -181,7 +181,9 @@ def load_tokenizer(path: str | Path, fim_tokens: FIMTokens | None = None) -> Cod
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
-        raise ConfigError(f"tokenizer file {str(path)!r} does not exist; pass a tokenizer.json or leave data.tokenizer null")
+        raise ConfigError(
+            f"tokenizer file {str(path)!r} does not exist; pass a tokenizer.json or leave data.tokenizer null"
+        )
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:

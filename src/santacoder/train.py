@@ -58,7 +58,9 @@ def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
         )
     GPTConfig(**OmegaConf.to_container(mc, resolve=True))  # field-level checks before anything heavy
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if mc.attn_impl == "xformers" and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+    if mc.attn_impl == "xformers" and (
+        accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    ):
         raise ConfigError(
             "model.config.attn_impl=xformers needs a CUDA GPU (xformers kernels are CUDA-only); "
             "use attn_impl=auto or sdpa on this machine"
@@ -80,7 +82,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
     log.info(
         "global batch %d sequences x %d tokens = micro batch %d x %d devices x %d nodes x %d accumulation",
-        cfg.data.batch_size, cfg.data.seq_len, micro, trainer.num_devices, trainer.num_nodes,
+        cfg.data.batch_size,
+        cfg.data.seq_len,
+        micro,
+        trainer.num_devices,
+        trainer.num_nodes,
         trainer.accumulate_grad_batches,
     )
     log.info("model: %s parameters", f"{model.model.num_params():,}")

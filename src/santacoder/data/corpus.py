@@ -1,0 +1,172 @@
+"""Read a code corpus: a directory of source files, or JSONL / JSONL.gz / Parquet files with a ``content``
+column (The Stack's layout). Documents come out in a deterministic order with a stable name each."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from santacoder.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS = (".py", ".java", ".js")
+TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", ".git", "node_modules", ".venv"}
+
+
+def default_source() -> Path:
+    """The running interpreter's standard library: real Python code present on every machine."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+@dataclass
+class Document:
+    name: str  # stable identity (relative path, or file:row): decides the train/validation split
+    text: str
+
+
+@dataclass
+class SkipCounts:
+    """Documents that could not be read; logged, never fatal."""
+
+    unreadable: int = 0
+    not_utf8: int = 0
+    no_content: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, name: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.examples) < 3:
+            self.examples.append(name)
+
+    @property
+    def total(self) -> int:
+        return self.unreadable + self.not_utf8 + self.no_content
+
+
+class Corpus:
+    """The documents under ``source`` (a directory or a table file)."""
+
+    def __init__(self, source: str | Path | None = None, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS):
+        self.source = Path(source).expanduser() if source else default_source()
+        self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
+        self.skipped = SkipCounts()
+        if not self.source.exists():
+            raise ConfigError(f"data.source={str(self.source)!r} does not exist; point it at a directory of code "
+                              "or a .jsonl/.jsonl.gz/.parquet file with a 'content' column")
+        self.files = self._list_files()
+        if not self.files:
+            raise ConfigError(
+                f"data.source={str(self.source)!r} holds no files with extensions {list(self.extensions)} "
+                f"and no {'/'.join(TABLE_SUFFIXES)} files: the corpus is empty"
+            )
+
+    def _list_files(self) -> list[Path]:
+        if self.source.is_file():
+            if not self._is_table(self.source):
+                return [self.source] if self.source.suffix in self.extensions else []
+            return [self.source]
+        files = []
+        for path in sorted(self.source.rglob("*")):
+            rel = path.relative_to(self.source)
+            if SKIPPED_DIRS.intersection(rel.parts[:-1]) or not path.is_file():
+                continue
+            if path.suffix in self.extensions or self._is_table(path):
+                files.append(path)
+        return files
+
+    @staticmethod
+    def _is_table(path: Path) -> bool:
+        return path.name.endswith(TABLE_SUFFIXES)
+
+    def fingerprint(self) -> str:
+        """Changes whenever a file is added, removed or modified (path, size and mtime of every file)."""
+        h = hashlib.sha256(str(self.source.resolve()).encode())
+        h.update(repr(self.extensions).encode())
+        for path in self.files:
+            st = path.stat()
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def __iter__(self) -> Iterator[Document]:
+        self.skipped = SkipCounts()
+        for path in self.files:
+            name = str(path.relative_to(self.source)) if self.source.is_dir() else path.name
+            if path.name.endswith(".parquet"):
+                yield from self._read_parquet(path, name)
+            elif self._is_table(path):
+                yield from self._read_jsonl(path, name)
+            else:
+                doc = self._read_source_file(path, name)
+                if doc is not None:
+                    yield doc
+        if self.skipped.total:
+            log.warning(
+                "skipped %d documents of %s (%d unreadable, %d not UTF-8, %d without 'content'), e.g. %s",
+                self.skipped.total, self.source, self.skipped.unreadable, self.skipped.not_utf8,
+                self.skipped.no_content, ", ".join(self.skipped.examples),
+            )
+
+    def _read_source_file(self, path: Path, name: str) -> Document | None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.skipped.add("unreadable", name)
+            return None
+        try:
+            return Document(name, data.decode("utf-8"))
+        except UnicodeDecodeError:
+            self.skipped.add("not_utf8", name)
+            return None
+
+    def _read_jsonl(self, path: Path, name: str) -> Iterator[Document]:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+                for row, line in enumerate(f):
+                    if not line.strip():
+                        continue
+                    try:
+                        content = json.loads(line).get("content")
+                    except (json.JSONDecodeError, AttributeError):
+                        content = None
+                    if isinstance(content, str):
+                        yield Document(f"{name}:{row}", content)
+                    else:
+                        self.skipped.add("no_content", f"{name}:{row}")
+        except (OSError, UnicodeDecodeError, EOFError):
+            self.skipped.add("unreadable", name)
+
+    def _read_parquet(self, path: Path, name: str) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.ParquetFile(path)
+            if "content" not in table.schema_arrow.names:
+                raise ConfigError(f"parquet file {str(path)!r} has no 'content' column (columns: "
+                                  f"{table.schema_arrow.names})")
+            row = 0
+            for batch in table.iter_batches(columns=["content"]):
+                for content in batch.column(0).to_pylist():
+                    if isinstance(content, str):
+                        yield Document(f"{name}:{row}", content)
+                    else:
+                        self.skipped.add("no_content", f"{name}:{row}")
+                    row += 1
+        except (OSError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            self.skipped.add("unreadable", name)
+
+
+def is_validation(name: str, val_fraction: float) -> bool:
+    """Deterministic train/validation split by document name (stable when the corpus grows)."""
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction

@@ -1,0 +1,190 @@
+"""The LightningDataModule: corpus -> tokenizer -> memory-mapped token stores -> packed FIM batches.
+
+``batch_size`` is the global batch in sequences; each rank loads
+``batch_size / (world_size * accumulate_grad_batches)`` per step (the micro batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from santacoder.data.corpus import DEFAULT_EXTENSIONS, Corpus, is_validation
+from santacoder.data.dataset import EpochSampler, PackedFIMDataset
+from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores
+from santacoder.errors import ConfigError
+from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+FIM_TOKEN_STYLES = {"santacoder": FIMTokens(), "starcoder": FIMTokens.starcoder()}
+
+
+class CodeDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        source: str | None = None,
+        extensions: list[str] | tuple[str, ...] = DEFAULT_EXTENSIONS,
+        tokenizer: str | None = None,
+        vocab_size: int = 4096,
+        fim_tokens: str = "santacoder",
+        seq_len: int = 256,
+        batch_size: int = 16,
+        fim_rate: float = 0.5,
+        fim_spm_rate: float = 0.5,
+        val_fraction: float = 0.02,
+        num_workers: int = 0,
+        seed: int = 1234,
+        cache_dir: str = "data/cache",
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        extensions = [str(e) for e in extensions]  # a plain list (not ListConfig): checkpoints load weights_only
+        self.save_hyperparameters(logger=False)
+        self.source = source
+        self.extensions = tuple(extensions)
+        self.tokenizer_path = tokenizer
+        self.vocab_size = vocab_size
+        self.fim_tokens_style = fim_tokens
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.fim_rate = fim_rate
+        self.fim_spm_rate = fim_spm_rate
+        self.val_fraction = val_fraction
+        self.num_workers = num_workers
+        self.seed = seed
+        self.cache_dir = Path(cache_dir)
+        self.pin_memory = pin_memory
+        self.tokenizer: CodeTokenizer | None = None
+        self.datasets: dict[str, PackedFIMDataset] = {}
+        self._corpus: Corpus | None = None
+        self.validate()
+
+    # -- validation (runs at construction: bad values stop the run before any work) ---------------------
+
+    def validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        check(0.0 <= self.fim_rate <= 1.0, f"data.fim_rate={self.fim_rate} must be between 0 and 1")
+        check(0.0 <= self.fim_spm_rate <= 1.0, f"data.fim_spm_rate={self.fim_spm_rate} must be between 0 and 1")
+        check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1")
+        check(isinstance(self.seq_len, int) and self.seq_len > 0, f"data.seq_len={self.seq_len} must be a positive integer")
+        check(isinstance(self.batch_size, int) and self.batch_size > 0,
+              f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)")
+        check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
+        check(self.fim_tokens_style in FIM_TOKEN_STYLES,
+              f"data.fim_tokens={self.fim_tokens_style!r} must be one of {sorted(FIM_TOKEN_STYLES)}")
+        if self.tokenizer_path is not None:
+            check(Path(self.tokenizer_path).exists(),
+                  f"data.tokenizer={self.tokenizer_path!r} does not exist; give a tokenizer.json or null to train one")
+        else:
+            check(self.vocab_size >= 261, f"data.vocab_size={self.vocab_size} must be at least 261 (bytes + specials)")
+        self._corpus = Corpus(self.source, self.extensions)  # raises if missing or empty
+
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = Corpus(self.source, self.extensions)
+        return self._corpus
+
+    @property
+    def fim_tokens(self) -> FIMTokens:
+        return FIM_TOKEN_STYLES[self.fim_tokens_style]
+
+    def vocab_size_upper_bound(self) -> int:
+        """Tokenizer size, known before any data work: the given tokenizer's, or the size to train."""
+        if self.tokenizer_path is not None:
+            return len(load_tokenizer(self.tokenizer_path, self.fim_tokens))
+        return self.vocab_size
+
+    def micro_batch_size(self, world_size: int, accumulate_grad_batches: int = 1) -> int:
+        per_step = world_size * accumulate_grad_batches
+        if self.batch_size % per_step:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} (global, sequences) must be divisible by devices x nodes x "
+                f"accumulate_grad_batches = {world_size} x {accumulate_grad_batches} = {per_step}"
+            )
+        return self.batch_size // per_step
+
+    # -- cached artefacts ---------------------------------------------------------------------------
+
+    def _tokenizer_file(self) -> Path:
+        if self.tokenizer_path is not None:
+            return Path(self.tokenizer_path)
+        key = f"{self.corpus.fingerprint()}-v{self.vocab_size}-{self.fim_tokens_style}-val{self.val_fraction}"
+        return self.cache_dir / f"tokenizer-{key}.json"
+
+    def _store_dir(self, tokenizer: CodeTokenizer) -> Path:
+        return self.cache_dir / f"tokens-{self.corpus.fingerprint()}-{tokenizer.fingerprint()}-val{self.val_fraction}"
+
+    def _load_tokenizer(self) -> CodeTokenizer:
+        return load_tokenizer(self._tokenizer_file(), self.fim_tokens)
+
+    def prepare_data(self) -> None:
+        """Train the tokenizer and tokenize the corpus, unless cached (runs on one process per node)."""
+        tok_file = self._tokenizer_file()
+        if not tok_file.exists():
+            log.info("training a %d-token BPE tokenizer on %s", self.vocab_size, self.corpus.source)
+            docs = (d.text for d in self.corpus if not is_validation(d.name, self.val_fraction))
+            tokenizer = train_tokenizer(docs, self.vocab_size, self.fim_tokens)
+            tok_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tok_file.with_suffix(".tmp")
+            tokenizer.save(tmp)
+            tmp.replace(tok_file)
+            log.info("saved tokenizer to %s", tok_file)
+        tokenizer = self._load_tokenizer()
+        store_dir = self._store_dir(tokenizer)
+        if not all((store_dir / s / "meta.json").exists() for s in SPLITS):
+            log.info("tokenizing %s into %s", self.corpus.source, store_dir)
+            build_token_stores(self.corpus, tokenizer, store_dir, self.val_fraction)
+            (store_dir / "source.json").write_text(json.dumps({"source": str(self.corpus.source)}))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.tokenizer = self._load_tokenizer()
+        store_dir = self._store_dir(self.tokenizer)
+        for split in SPLITS:
+            store = TokenStore(store_dir / split)
+            dataset = PackedFIMDataset(
+                store, self.tokenizer, self.seq_len, self.fim_rate, self.fim_spm_rate, self.seed, split
+            )
+            if len(dataset) == 0:
+                raise ConfigError(
+                    f"the {split} split of data.source={str(self.corpus.source)!r} has {store.num_tokens} tokens "
+                    f"({store.num_docs} documents), too few for one sample of data.seq_len={self.seq_len} + 1; "
+                    "use a larger corpus, a shorter seq_len" + (", or a larger data.val_fraction" if split == "val" else "")
+                )
+            self.datasets[split] = dataset
+        log.info(
+            "data: %d train / %d val samples of %d tokens; tokenizer %s (%d tokens)",
+            len(self.datasets["train"]), len(self.datasets["val"]), self.seq_len, self._tokenizer_file(), len(self.tokenizer),
+        )
+
+    # -- loaders ------------------------------------------------------------------------------------
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        micro = self.micro_batch_size(world, accumulate if split == "train" else 1)
+        dataset = self.datasets[split]
+        sampler = EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed,
+                               drop_last=shuffle)
+        return DataLoader(
+            dataset, batch_size=micro, sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            drop_last=shuffle, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)

@@ -1,0 +1,64 @@
+"""Packed FIM samples over a token store, and the sampler that tells each sample its epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from santacoder.data.token_store import TokenStore
+from santacoder.fim import fim_sample
+from santacoder.tokenizer import CodeTokenizer
+
+IGNORE_INDEX = -100  # label value that cross-entropy skips
+
+
+class PackedFIMDataset(Dataset):
+    """Sample ``i`` is tokens ``[i * seq_len, (i + 1) * seq_len]`` of the store (``seq_len + 1`` ids, documents
+    joined by ``<|endoftext|>``), FIM-transformed with randomness seeded by (seed, split, epoch, i).
+
+    Items are dicts of ``input_ids`` = sample[:-1] and ``labels`` = sample[1:], with ``<fim-pad>`` labels set to
+    ``IGNORE_INDEX`` so padding is never trained on. Index with ``(epoch, i)`` or a plain ``i`` (epoch 0).
+    """
+
+    def __init__(
+        self, store: TokenStore, tokenizer: CodeTokenizer, seq_len: int, fim_rate: float, fim_spm_rate: float,
+        seed: int, split: str = "train",
+    ):
+        self.store = store
+        self.tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.fim_rate = fim_rate
+        self.fim_spm_rate = fim_spm_rate
+        self.seed = seed
+        self.split_id = 0 if split == "train" else 1
+
+    def __len__(self) -> int:
+        return max(0, (self.store.num_tokens - 1) // self.seq_len)
+
+    def raw_sample(self, index: int) -> np.ndarray:
+        start = index * self.seq_len
+        return np.array(self.store.tokens[start : start + self.seq_len + 1], dtype=np.int64)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        rng = np.random.default_rng([self.seed, self.split_id, epoch, index])
+        sample = fim_sample(self.raw_sample(index), self.tokenizer, rng, self.fim_rate, self.fim_spm_rate)
+        labels = sample[1:].copy()
+        labels[labels == self.tokenizer.fim_pad_id] = IGNORE_INDEX
+        return {"input_ids": torch.from_numpy(sample[:-1].copy()), "labels": torch.from_numpy(labels)}
+
+
+class EpochSampler(DistributedSampler):
+    """A ``DistributedSampler`` (this rank's share, reshuffled each epoch by ``set_epoch``) that yields
+    ``(epoch, index)`` so the dataset can seed each sample's FIM randomness by epoch as well.
+
+    Being a DistributedSampler, Lightning keeps it as is instead of wrapping it for distributed runs.
+    """
+
+    def __iter__(self):
+        epoch = self.epoch
+        for index in super().__iter__():
+            yield (epoch, index)

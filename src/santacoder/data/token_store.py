@@ -1,0 +1,117 @@
+"""A memory-mapped token store: every document's ids followed by ``<|endoftext|>``, in one flat file.
+
+Layout of a store directory: ``tokens.bin`` (uint16 when the vocabulary fits, else uint32),
+``doc_offsets.npy`` (int64, n_docs + 1 start offsets) and ``meta.json``. Stores are written to a temporary
+directory and renamed into place, so a crash never leaves a half-written store that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from santacoder.data.corpus import Document, is_validation
+from santacoder.tokenizer import CodeTokenizer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+
+
+class TokenStore:
+    """Read side of one split. Pickles by path, so DataLoader workers open their own memory map."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.meta = json.loads((self.directory / "meta.json").read_text())
+        self._tokens: np.memmap | None = None
+
+    @property
+    def tokens(self) -> np.memmap:
+        if self._tokens is None:
+            self._tokens = np.memmap(self.directory / "tokens.bin", dtype=self.meta["dtype"], mode="r")
+        return self._tokens
+
+    @property
+    def doc_offsets(self) -> np.ndarray:
+        return np.load(self.directory / "doc_offsets.npy")
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.meta["num_tokens"])
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.meta["num_docs"])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokens": None}
+
+
+def build_token_stores(
+    documents: Iterable[Document], tokenizer: CodeTokenizer, out_dir: str | Path, val_fraction: float,
+    batch_size: int = 512,
+) -> dict[str, TokenStore]:
+    """Tokenize ``documents`` once into a train and a validation store under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    writers = {s: _SplitWriter(tmp / s, dtype) for s in SPLITS}
+    try:
+        batch: list[Document] = []
+        for doc in documents:
+            batch.append(doc)
+            if len(batch) == batch_size:
+                _write_batch(batch, tokenizer, writers, val_fraction)
+                batch = []
+        _write_batch(batch, tokenizer, writers, val_fraction)
+        for split, writer in writers.items():
+            writer.close({"split": split, "tokenizer": tokenizer.fingerprint(), "eod_id": tokenizer.eod_id})
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stores = {s: TokenStore(out_dir / s) for s in SPLITS}
+    log.info(
+        "token store %s: train %d docs / %d tokens, val %d docs / %d tokens",
+        out_dir, stores["train"].num_docs, stores["train"].num_tokens, stores["val"].num_docs, stores["val"].num_tokens,
+    )
+    return stores
+
+
+def _write_batch(batch: list[Document], tokenizer: CodeTokenizer, writers: dict, val_fraction: float) -> None:
+    if not batch:
+        return
+    for doc, ids in zip(batch, tokenizer.encode_batch([d.text for d in batch]), strict=True):
+        split = "val" if is_validation(doc.name, val_fraction) else "train"
+        writers[split].add(ids + [tokenizer.eod_id])
+
+
+class _SplitWriter:
+    def __init__(self, directory: Path, dtype: type):
+        directory.mkdir(parents=True)
+        self.directory = directory
+        self.dtype = dtype
+        self.file = open(directory / "tokens.bin", "wb")  # noqa: SIM115 (closed in close())
+        self.offsets = [0]
+
+    def add(self, ids: list[int]) -> None:
+        self.file.write(np.asarray(ids, dtype=self.dtype).tobytes())
+        self.offsets.append(self.offsets[-1] + len(ids))
+
+    def close(self, meta: dict) -> None:
+        self.file.close()
+        np.save(self.directory / "doc_offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+        meta = {**meta, "dtype": np.dtype(self.dtype).name, "num_tokens": self.offsets[-1],
+                "num_docs": len(self.offsets) - 1}
+        (self.directory / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,80 @@
+"""Shared fixtures: a small real-code corpus, a tokenizer trained on it, and Hydra config composition."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from santacoder.data.corpus import default_source
+from santacoder.tokenizer import CodeTokenizer, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Real code with non-ASCII text, plus the two other SantaCoder languages.
+JAVA = """// Grüße aus Java
+public class Hello {
+    public static void main(String[] args) {
+        System.out.println("héllo wörld ✓");
+    }
+}
+"""
+JS = """// 日本語のコメント
+function add(a, b) {
+  return a + b; // ünïcödé
+}
+module.exports = { add };
+"""
+STDLIB_PACKAGES = ("json", "email", "collections", "importlib", "logging", "http")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A few standard-library packages (~1 MB of Python), a Java and a JavaScript file, a non-UTF-8 file and
+    a file of another language that the extension filter must skip."""
+    root = tmp_path_factory.mktemp("corpus")
+    for package in STDLIB_PACKAGES:
+        shutil.copytree(default_source() / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "Hello.java").write_text(JAVA, encoding="utf-8")
+    (root / "add.js").write_text(JS, encoding="utf-8")
+    (root / "latin1.py").write_bytes("# caf\xe9\nx = 1\n".encode("latin-1"))
+    (root / "notes.md").write_text("# not code\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def corpus_texts(corpus_dir) -> list[str]:
+    from santacoder.data.corpus import Corpus
+
+    return [d.text for d in Corpus(corpus_dir)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus_texts) -> CodeTokenizer:
+    return train_tokenizer(corpus_texts, vocab_size=512)
+
+
+@pytest.fixture()
+def compose_train(tmp_path):
+    """Compose configs/train.yaml with overrides, as `python train.py <overrides>` would."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.data_dir = str(tmp_path / "data")
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from santacoder.attention import causal_attention, xformers_unsupported_reason
+
+BACKENDS = ("math", "sdpa")
+
+
+def _qkv(n_kv: int, tq: int = 7, tk: int = 7, nh: int = 4, hs: int = 16, b: int = 2, device="cpu", dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(b, nh, tq, hs, generator=g).to(device, dtype)
+    k = torch.randn(b, n_kv, tk, hs, generator=g).to(device, dtype)
+    v = torch.randn(b, n_kv, tk, hs, generator=g).to(device, dtype)
+    return q, k, v
+
+
+def _naive(q, k, v):
+    """Attention written out position by position: the definition, independent of any backend."""
+    b, nh, tq, hs = q.shape
+    tk = k.shape[2]
+    out = torch.zeros_like(q)
+    for h in range(nh):
+        kh, vh = k[:, h % k.shape[1]], v[:, h % k.shape[1]]
+        for i in range(tq):
+            visible = tk - tq + i + 1
+            w = torch.softmax(q[:, h, i : i + 1] @ kh[:, :visible].transpose(-1, -2) / hs**0.5, dim=-1)
+            out[:, h, i] = (w @ vh[:, :visible]).squeeze(1)
+    return out
+
+
+@pytest.mark.parametrize("n_kv", [1, 4], ids=["mqa", "mha"])
+@pytest.mark.parametrize("tq,tk", [(7, 7), (1, 9), (3, 9)], ids=["full", "decode1", "decode3"])
+@pytest.mark.parametrize("impl", BACKENDS)
+def test_backends_match_definition(impl, n_kv, tq, tk):
+    q, k, v = _qkv(n_kv, tq, tk)
+    torch.testing.assert_close(causal_attention(q, k, v, impl=impl), _naive(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_kv", [1, 4], ids=["mqa", "mha"])
+def test_auto_uses_sdpa_on_cpu(n_kv):
+    q, k, v = _qkv(n_kv)
+    torch.testing.assert_close(causal_attention(q, k, v, impl="auto"), causal_attention(q, k, v, impl="sdpa"))
+
+
+def test_mqa_equals_mha_with_repeated_kv():
+    q, k, v = _qkv(1)
+    mqa = causal_attention(q, k, v, impl="sdpa")
+    mha = causal_attention(q, k.expand(-1, 4, -1, -1).contiguous(), v.expand(-1, 4, -1, -1).contiguous(), impl="sdpa")
+    torch.testing.assert_close(mqa, mha, atol=1e-6, rtol=1e-6)
+
+
+def test_xformers_on_cpu_is_a_clear_error():
+    q, k, v = _qkv(1)
+    assert "CUDA-only" in xformers_unsupported_reason(q)
+    with pytest.raises(RuntimeError, match="attn_impl='xformers' cannot run here: xformers kernels are CUDA-only"):
+        causal_attention(q, k, v, impl="xformers")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        causal_attention(*_qkv(1), impl="flash")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers kernels need a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n_kv", [1, 16], ids=["mqa", "mha"])
+@pytest.mark.parametrize("tq,tk", [(128, 128), (1, 130)], ids=["full", "decode"])
+def test_xformers_matches_math_on_gpu(dtype, n_kv, tq, tk):
+    if xformers_unsupported_reason(torch.empty(1, device="cuda", dtype=dtype)) is not None:
+        pytest.skip(xformers_unsupported_reason(torch.empty(1, device="cuda", dtype=dtype)))
+    q, k, v = _qkv(n_kv, tq, tk, nh=16, hs=128, device="cuda", dtype=dtype)
+    ref = causal_attention(q.float(), k.float(), v.float(), impl="math")
+    for impl in ("xformers", "sdpa", "auto"):
+        torch.testing.assert_close(causal_attention(q, k, v, impl=impl).float(), ref, atol=2e-2, rtol=2e-2)

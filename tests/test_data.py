@@ -1,0 +1,196 @@
+import gzip
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from santacoder import ConfigError
+from santacoder.data.corpus import Corpus, is_validation
+from santacoder.data.datamodule import CodeDataModule
+from santacoder.data.dataset import IGNORE_INDEX, EpochSampler, PackedFIMDataset
+
+
+def datamodule(corpus_dir, tmp_path, **overrides) -> CodeDataModule:
+    args = dict(
+        source=str(corpus_dir),
+        vocab_size=512,
+        seq_len=64,
+        batch_size=8,
+        val_fraction=0.1,
+        cache_dir=str(tmp_path / "cache"),
+        num_workers=0,
+    )
+    return CodeDataModule(**{**args, **overrides})
+
+
+def test_directory_corpus_filters_extensions_and_skips_bad_files(corpus_dir, caplog):
+    corpus = Corpus(corpus_dir)
+    names = [d.name for d in corpus]
+    assert "Hello.java" in names and "add.js" in names and "json/decoder.py" in names
+    assert "notes.md" not in names and "latin1.py" not in names
+    assert corpus.skipped.not_utf8 == 1
+    assert "skipped 1 documents" in caplog.text
+    assert names == [d.name for d in Corpus(corpus_dir)]  # deterministic order
+    assert [d.name for d in Corpus(corpus_dir, extensions=(".java",))] == ["Hello.java"]
+
+
+def test_table_corpora(tmp_path):
+    rows = [{"content": "print('a')\n", "lang": "python"}, {"content": "var b = 1;\n"}, {"no_content": 1}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps(rows[0]) + "\n")
+    pq.write_table(pa.table({"content": ["class C {}\n", "int x;\n"]}), tmp_path / "c.parquet")
+    corpus = Corpus(tmp_path)
+    docs = list(corpus)
+    assert [d.name for d in docs] == ["a.jsonl:0", "a.jsonl:1", "b.jsonl.gz:0", "c.parquet:0", "c.parquet:1"]
+    assert docs[-1].text == "int x;\n"
+    assert corpus.skipped.no_content == 1
+    assert [d.text for d in Corpus(tmp_path / "c.parquet")] == ["class C {}\n", "int x;\n"]
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(fim_rate=1.5), "data.fim_rate=1.5 must be between 0 and 1"),
+        (dict(fim_spm_rate=-0.1), "data.fim_spm_rate=-0.1 must be between 0 and 1"),
+        (dict(seq_len=0), "data.seq_len=0 must be a positive integer"),
+        (dict(source="/no/such/dir"), "data.source='/no/such/dir' does not exist"),
+        (dict(tokenizer="/no/tokenizer.json"), "data.tokenizer='/no/tokenizer.json' does not exist"),
+        (dict(fim_tokens="gpt"), "data.fim_tokens='gpt' must be one of"),
+    ],
+)
+def test_bad_values_are_refused_at_construction(corpus_dir, tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        datamodule(corpus_dir, tmp_path, **overrides)
+
+
+def test_empty_corpus_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text("no code here")
+    with pytest.raises(ConfigError, match="the corpus is empty"):
+        datamodule(tmp_path / "empty", tmp_path)
+
+
+def test_batches_have_the_configured_shapes_and_pad_is_never_a_label(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path, fim_rate=1.0)
+    dm.prepare_data()
+    dm.setup("fit")
+    pad = dm.tokenizer.fim_pad_id
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        for i, batch in enumerate(loader):
+            assert batch["input_ids"].shape == (8, 64) and batch["labels"].shape == (8, 64)
+            assert batch["input_ids"].dtype == torch.int64
+            assert not (batch["labels"] == pad).any()
+            # where the label is kept, it is the next input token (shifted by one)
+            keep = batch["labels"][:, :-1] != IGNORE_INDEX
+            assert torch.equal(batch["labels"][:, :-1][keep], batch["input_ids"][:, 1:][keep])
+            if i == 20:
+                break
+
+
+def test_fim_pad_positions_carry_no_label(corpus_dir, tmp_path, monkeypatch):
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    dm.setup()
+    pad = dm.tokenizer.fim_pad_id
+
+    def shrunk(sample, tokenizer, rng, fim_rate, spm_rate):  # a FIM result that needed 10 pads
+        return np.concatenate([sample[:-10], np.full(10, pad, dtype=sample.dtype)])
+
+    monkeypatch.setattr("santacoder.data.dataset.fim_sample", shrunk)
+    item = dm.datasets["train"][0]
+    assert (item["input_ids"][-9:] == pad).all()
+    assert (item["labels"][-10:] == IGNORE_INDEX).all() and (item["labels"][:-10] != IGNORE_INDEX).all()
+
+
+def test_token_store_is_cached_and_rebuilt_when_the_corpus_changes(corpus_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"m{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 20)
+    dm = datamodule(src, tmp_path, seq_len=16)
+    dm.prepare_data()
+    stores = sorted((tmp_path / "cache").glob("tokens-*"))
+    assert len(stores) == 1
+    mtime = (stores[0] / "train" / "tokens.bin").stat().st_mtime_ns
+    datamodule(src, tmp_path, seq_len=16).prepare_data()  # unchanged corpus: reused
+    assert (stores[0] / "train" / "tokens.bin").stat().st_mtime_ns == mtime
+    (src / "new.py").write_text("print('new file')\n")
+    dm2 = datamodule(src, tmp_path, seq_len=16)
+    dm2.prepare_data()
+    dm2.setup()
+    assert len(list((tmp_path / "cache").glob("tokens-*"))) == 2
+    total = sum(dm2.datasets[s].store.num_docs for s in ("train", "val"))
+    assert total == 31
+
+
+def test_split_is_by_document_and_deterministic(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    dm.setup()
+    val_names = {d.name for d in Corpus(corpus_dir) if is_validation(d.name, 0.1)}
+    assert dm.datasets["val"].store.num_docs == len(val_names) > 0
+    n_docs = len(list(Corpus(corpus_dir)))
+    assert dm.datasets["train"].store.num_docs == n_docs - len(val_names)
+
+
+def test_samples_are_deterministic_in_any_worker(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path, fim_rate=0.5)
+    dm.prepare_data()
+    dm.setup()
+    ds = dm.datasets["train"]
+    keys = [(1, i) for i in range(12)]
+    direct = torch.stack([ds[k]["input_ids"] for k in keys])
+    loaded = torch.cat([b["input_ids"] for b in DataLoader(ds, batch_size=4, sampler=keys, num_workers=2)])
+    assert torch.equal(direct, loaded)
+    assert not torch.equal(ds[(0, 3)]["input_ids"], ds[(1, 3)]["input_ids"]) or ds.fim_rate == 0
+
+
+def test_ranks_see_disjoint_samples_and_epochs_reshuffle(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    dm.setup()
+    ds = dm.datasets["train"]
+    shares = [list(EpochSampler(ds, num_replicas=2, rank=r, shuffle=True, seed=1, drop_last=True)) for r in (0, 1)]
+    idx = [{i for _, i in share} for share in shares]
+    assert not idx[0] & idx[1] and len(idx[0]) == len(idx[1]) == len(ds) // 2
+    sampler = EpochSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=1)
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert all(e == 1 for e, _ in epoch1) and [i for _, i in epoch1] != [i for _, i in shares[0]]
+
+
+def test_global_batch_is_divided_across_ranks(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path, batch_size=12)
+    assert dm.micro_batch_size(world_size=2, accumulate_grad_batches=3) == 2
+    with pytest.raises(ConfigError, match="data.batch_size=12 .* must be divisible by .* = 8"):
+        dm.micro_batch_size(world_size=4, accumulate_grad_batches=2)
+
+
+def test_too_small_split_is_a_clear_error(tmp_path):
+    src = tmp_path / "small"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    dm = CodeDataModule(
+        source=str(src), vocab_size=300, seq_len=64, batch_size=1, val_fraction=0.5, cache_dir=str(tmp_path / "cache")
+    )
+    dm.prepare_data()
+    with pytest.raises(ConfigError, match="too few for one sample of data.seq_len=64"):
+        dm.setup()
+
+
+def test_packed_dataset_reads_the_store_in_order(corpus_dir, tmp_path):
+    dm = datamodule(corpus_dir, tmp_path, fim_rate=0.0)
+    dm.prepare_data()
+    dm.setup()
+    ds: PackedFIMDataset = dm.datasets["train"]
+    tokens = np.asarray(ds.store.tokens)
+    item = ds[5]
+    np.testing.assert_array_equal(item["input_ids"].numpy(), tokens[5 * 64 : 6 * 64])
+    np.testing.assert_array_equal(item["labels"].numpy(), tokens[5 * 64 + 1 : 6 * 64 + 1])
+    assert os.path.getsize(ds.store.directory / "tokens.bin") == 2 * ds.store.num_tokens  # uint16
