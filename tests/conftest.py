@@ -13,12 +13,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from santacoder.data.corpus import default_source
+from santacoder.launch import register_resolvers
 from santacoder.tokenizer import CodeTokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+register_resolvers()
 
 # Real code with non-ASCII text, plus the two other SantaCoder languages.
 JAVA = """// Grüße aus Java

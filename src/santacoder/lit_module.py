@@ -8,7 +8,6 @@ checkpoint rebuilds its module with ``SantaCoderLitModule.load_from_checkpoint(p
 from __future__ import annotations
 
 import math
-import time
 from functools import partial
 
 import lightning as L
@@ -21,6 +20,7 @@ from torchmetrics import MeanMetric
 
 from santacoder.data.dataset import IGNORE_INDEX
 from santacoder.model import GPT, GPTConfig
+from santacoder.throughput import analytic_flops_per_token, measured_flops_per_batch
 
 DEFAULT_OPTIMIZER = {
     "_target_": "torch.optim.AdamW",
@@ -76,17 +76,58 @@ def _plain(value):
 
 
 class SantaCoderLitModule(L.LightningModule):
-    def __init__(self, config: dict, optimizer: dict | None = None, scheduler: dict | None = None):
+    """``activation_checkpointing`` recomputes each block's activations in the backward pass (less memory, ~30%
+    more compute); ``compile`` compiles each block with ``torch.compile`` in place, so parameter names and
+    checkpoints stay unchanged (no ``_orig_mod.`` prefixes)."""
+
+    def __init__(
+        self,
+        config: dict,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+    ):
         super().__init__()
         # Plain containers only, so checkpoints load with weights_only=True (no OmegaConf objects inside).
         config, optimizer, scheduler = (_plain(x) for x in (config, optimizer, scheduler))
-        self.save_hyperparameters({"config": config, "optimizer": optimizer, "scheduler": scheduler})
+        self.save_hyperparameters(
+            {
+                "config": config,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "activation_checkpointing": bool(activation_checkpointing),
+                "compile": bool(compile),
+            }
+        )
         self.config = GPTConfig(**config)
         self.model = GPT(self.config)
+        self.model.activation_checkpointing = bool(activation_checkpointing)
+        self.compile_blocks = bool(compile)
         self.optimizer_cfg = optimizer or DEFAULT_OPTIMIZER
         self.scheduler_cfg = scheduler or DEFAULT_SCHEDULER
         self.val_loss = MeanMetric()
-        self._last_step_time: float | None = None
+        self.flops_per_batch: int | None = None  # read by the throughput monitor (all devices together)
+        self.analytic_flops_per_batch: float | None = None
+
+    def configure_model(self) -> None:
+        if self.compile_blocks and not getattr(self, "_compiled", False):
+            for block in self.model.transformer.h:
+                block.compile()  # in place: the module tree and state_dict keys do not change
+            self._compiled = True
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage != "fit" or datamodule is None or self.flops_per_batch is not None:
+            return
+        trainer = self.trainer
+        micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
+        seq_len = datamodule.seq_len
+        # ThroughputMonitor expects the FLOPs of one step's batch on all devices together
+        self.flops_per_batch = measured_flops_per_batch(self.config, micro, seq_len) * trainer.world_size
+        self.analytic_flops_per_batch = (
+            analytic_flops_per_token(self.config, seq_len) * micro * seq_len * trainer.world_size
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -101,20 +142,7 @@ class SantaCoderLitModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        self._log_throughput(batch["input_ids"].numel())
         return loss
-
-    def _log_throughput(self, local_tokens: int) -> None:
-        # Global tokens per second between consecutive training batches (data loading and the optimizer
-        # step included); the first batch only starts the clock.
-        now = time.perf_counter()
-        if self._last_step_time is not None:
-            tokens = local_tokens * self.trainer.world_size
-            self.log("train/tokens_per_sec", tokens / (now - self._last_step_time), prog_bar=True)
-        self._last_step_time = now
-
-    def on_validation_epoch_start(self) -> None:
-        self._last_step_time = None  # validation time is not training throughput
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, n_tokens = self.loss(batch)
@@ -133,3 +161,9 @@ class SantaCoderLitModule(L.LightningModule):
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(dict(self.scheduler_cfg))(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Remember the W&B run, so resuming from this checkpoint continues the same run (see train.py)
+        for lg in self.trainer.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                checkpoint["wandb_run_id"] = lg.version

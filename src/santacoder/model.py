@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from santacoder.attention import ATTN_IMPLS, causal_attention
 from santacoder.errors import ConfigError
@@ -185,6 +186,8 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in SantaCoder
+        # recompute each block's activations during backward instead of storing them (training only)
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -228,8 +231,13 @@ class GPT(nn.Module):
         x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
         x = self.transformer.drop(x)
         new_cache = []
+        checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.transformer.h):
-            x, layer_cache = block(x, None if kv_cache is None else kv_cache[i])
+            layer_past = None if kv_cache is None else kv_cache[i]
+            if checkpointing:
+                x, layer_cache = torch.utils.checkpoint.checkpoint(block, x, layer_past, use_reentrant=False)
+            else:
+                x, layer_cache = block(x, layer_past)
             new_cache.append(layer_cache)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
         return (logits, new_cache) if return_kv_cache else logits

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from santacoder.errors import ConfigError
 from santacoder.model import GPTConfig
@@ -67,14 +69,52 @@ def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
         )
 
 
+def is_multi_process(trainer_cfg: DictConfig) -> bool:
+    strategy = trainer_cfg.get("strategy", "auto")
+    name = strategy if isinstance(strategy, str) else str(strategy.get("_target_", ""))
+    devices = trainer_cfg.get("devices", 1)
+    many_devices = not (devices in (1, "1") or (isinstance(devices, list | ListConfig) and len(devices) == 1))
+    return many_devices or int(trainer_cfg.get("num_nodes", 1)) > 1 or any(s in name.lower() for s in ("ddp", "fsdp"))
+
+
+def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
+    """Hydra's multirun launches jobs one after another in one process; DDP/FSDP re-launch the script per rank,
+    which breaks that loop (the usual result is hung or duplicated jobs), so the combination is refused."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and is_multi_process(cfg.trainer):
+        raise ConfigError(
+            "Hydra multirun (-m) cannot be combined with a multi-process trainer (DDP/FSDP, devices > 1 or "
+            "num_nodes > 1). Sweep by launching one run per setting instead, e.g. "
+            "`for lr in 1e-4 2e-4; do python train.py trainer=ddp model.optimizer.lr=$lr; done` "
+            "or a SLURM job array (scripts/slurm/train.sbatch)"
+        )
+
+
+def resume_wandb_run(cfg: DictConfig) -> None:
+    """When resuming from a checkpoint, continue the W&B run that wrote it (its id is saved in the checkpoint)."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    run_id = checkpoint.get("wandb_run_id")
+    if run_id:
+        with open_dict(cfg):
+            wandb_cfg.id = run_id
+            wandb_cfg.resume = "allow"
+        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``<output_dir>/metrics.json``)."""
+    refuse_multirun_with_ddp(cfg)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file; give a checkpoint saved by an earlier run")
     datamodule = build(cfg, "data")  # validates data values and the corpus before any work
     resolve_model_config(cfg, datamodule.vocab_size_upper_bound())
     if cfg.extras.get("print_config"):
         _print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
+    resume_wandb_run(cfg)
     model = build(cfg, "model")
     callbacks = [build(cfg.callbacks, name) for name in cfg.get("callbacks") or {}]
     loggers = [build(cfg.logger, name) for name in cfg.get("logger") or {}]
