@@ -29,12 +29,12 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check src tests scripts train.py
-	$(BIN)/ruff format --check src tests scripts train.py
+	$(BIN)/ruff check src tests train.py
+	$(BIN)/ruff format --check src tests train.py
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix src tests scripts train.py
-	$(BIN)/ruff format src tests scripts train.py
+	$(BIN)/ruff check --fix src tests train.py
+	$(BIN)/ruff format src tests train.py
 
 clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb

@@ -18,6 +18,14 @@ from santacoder.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def module_flops_per_token(cfg) -> float:
+    from santacoder.model import GPTConfig
+    from santacoder.throughput import measured_flops_per_batch
+
+    fields = dict(cfg.model.config)
+    return measured_flops_per_batch(GPTConfig(**fields), 1, cfg.data.seq_len) / cfg.data.seq_len
+
+
 def small(corpus_dir) -> list[str]:
     """Overrides for a run that takes seconds: a 2-layer model on the test corpus."""
     return [
@@ -42,7 +50,13 @@ def small(corpus_dir) -> list[str]:
 
 @pytest.mark.slow
 def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpus_dir):
-    cfg = compose_train(*small(corpus_dir), "trainer.max_steps=80", "callbacks.progress_bar.refresh_rate=0")
+    # a peak of 1 TFLOP/s stands in for a GPU's, so MFU is computed on this CPU too
+    cfg = compose_train(
+        *small(corpus_dir),
+        "trainer.max_steps=80",
+        "callbacks.progress_bar.refresh_rate=0",
+        "callbacks.throughput.peak_flops=1e12",
+    )
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
@@ -50,7 +64,11 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
     assert saved["val/ppl"] == pytest.approx(math.exp(saved["val/loss"]), rel=1e-4)
     # well below a uniform guess over the vocabulary (ln 512 = 6.24) after 80 tiny steps
     assert saved["val/loss"] < saved["uniform_loss"] - 0.5
-    assert saved["train/tokens_per_sec"] > 0
+    assert saved["train/tokens_per_sec"] > 0 and saved["train/samples_per_sec"] > 0
+    # MFU = (FLOPs per batch x batches per second) / peak: consistent with the measured token rate
+    flops_per_token = module_flops_per_token(cfg)
+    expected_mfu = saved["train/device/tokens_per_sec"] * flops_per_token / 1e12
+    assert saved["train/mfu"] == pytest.approx(expected_mfu, rel=0.05)
     # the run's CSV log shows the training loss falling
     rows = (out / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -45,5 +45,8 @@ def non_zero_rank_overrides() -> list[str]:
     """Hydra overrides that keep ranks other than 0 from writing the run's config copy and log file."""
     if global_rank() == 0:
         return []
-    return ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]",
-            "+hydra.job_logging.handlers.file.delay=true"]
+    return [
+        "hydra.output_subdir=null",
+        "hydra.job_logging.root.handlers=[console]",
+        "+hydra.job_logging.handlers.file.delay=true",
+    ]

@@ -78,7 +78,8 @@ def _plain(value):
 class SantaCoderLitModule(L.LightningModule):
     """``activation_checkpointing`` recomputes each block's activations in the backward pass (less memory, ~30%
     more compute); ``compile`` compiles each block with ``torch.compile`` in place, so parameter names and
-    checkpoints stay unchanged (no ``_orig_mod.`` prefixes)."""
+    checkpoints stay unchanged (no ``_orig_mod.`` prefixes); ``init_from`` starts from the weights of any
+    checkpoint that ``santacoder.load`` reads (this project's, Hugging Face, original santacoder, Megatron-LM)."""
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class SantaCoderLitModule(L.LightningModule):
         scheduler: dict | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
     ):
         super().__init__()
         # Plain containers only, so checkpoints load with weights_only=True (no OmegaConf objects inside).
@@ -102,6 +104,8 @@ class SantaCoderLitModule(L.LightningModule):
         )
         self.config = GPTConfig(**config)
         self.model = GPT(self.config)
+        if init_from:  # not a hyper-parameter: a checkpoint of this module already holds the weights
+            self.init_weights_from(init_from)
         self.model.activation_checkpointing = bool(activation_checkpointing)
         self.compile_blocks = bool(compile)
         self.optimizer_cfg = optimizer or DEFAULT_OPTIMIZER
@@ -109,6 +113,12 @@ class SantaCoderLitModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.flops_per_batch: int | None = None  # read by the throughput monitor (all devices together)
         self.analytic_flops_per_batch: float | None = None
+
+    def init_weights_from(self, path: str) -> None:
+        """Start from the weights of any checkpoint ``santacoder.load`` reads (shapes must match)."""
+        from santacoder.interop import load
+
+        self.model.load_state_dict(load(path).state_dict())
 
     def configure_model(self) -> None:
         if self.compile_blocks and not getattr(self, "_compiled", False):

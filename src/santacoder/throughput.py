@@ -113,7 +113,9 @@ class SantaCoderThroughputMonitor(ThroughputMonitor):
                 "MFU = model FLOP/s per device / peak. Model FLOPs per step (all devices, forward + backward, "
                 "recomputation not counted): %.4e counted by torch's FLOP counter on the meta device; "
                 "6N + 12*L*H*Q*T gives %.4e (%.1f%% apart)",
-                measured, analytic, 100 * abs(measured - analytic) / analytic,
+                measured,
+                analytic,
+                100 * abs(measured - analytic) / analytic,
             )
         peak_txt = f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown, so no MFU is logged"
         log.info("peak per device for %s: %s, from %s", dtype, peak_txt, source)

@@ -42,8 +42,57 @@ def padded_vocab_size(tokenizer_size: int, multiple: int = 128) -> int:
     return multiple * math.ceil(tokenizer_size / multiple)
 
 
+SHAPE_FIELDS = (
+    "vocab_size",
+    "n_positions",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "multi_query",
+    "layer_norm_epsilon",
+)
+
+
+def command_line_overrides() -> dict[str, str]:
+    """``key=value`` overrides given on the command line of this Hydra run (empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs}
+
+
+def adopt_checkpoint_shape(cfg: DictConfig) -> None:
+    """With ``model.init_from``, the model's shape comes from the checkpoint: the config's shape fields are
+    replaced, and one set explicitly on the command line to a different value is an error."""
+    from santacoder.interop import read_checkpoint_config
+
+    path = cfg.model.get("init_from")
+    if not path:
+        return
+    if cfg.get("ckpt_path"):
+        log.info("ckpt_path=%s resumes a run: model.init_from=%s is not used", cfg.ckpt_path, path)
+        with open_dict(cfg):
+            cfg.model.init_from = None
+        return
+    shape = read_checkpoint_config(path)
+    explicit = command_line_overrides()
+    with open_dict(cfg):
+        for name in SHAPE_FIELDS:
+            theirs = getattr(shape, name)
+            key = f"model.config.{name}"
+            if key in explicit and cfg.model.config[name] != theirs:
+                raise ConfigError(
+                    f"{key}={cfg.model.config[name]} conflicts with model.init_from={path!r}, whose {name} is "
+                    f"{theirs}; drop the override (the shape comes from the checkpoint) or use another checkpoint"
+                )
+            cfg.model.config[name] = theirs
+    log.info("model shape from %s: %s", path, {n: getattr(shape, n) for n in SHAPE_FIELDS})
+
+
 def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
     """Fill ``model.config.vocab_size`` from the tokenizer and check the model against the data, in place."""
+    adopt_checkpoint_shape(cfg)
     mc = cfg.model.config
     with open_dict(cfg):
         if mc.vocab_size is None:
@@ -134,6 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    _finish_wandb(trainer)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(
@@ -144,6 +194,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     _write_metrics(Path(cfg.paths.output_dir), metrics)
     return metrics
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """Close W&B runs so offline runs are complete on disk (Lightning leaves them open for notebooks)."""
+    for lg in trainer.loggers:
+        if type(lg).__name__ == "WandbLogger" and trainer.is_global_zero:
+            lg.experiment.finish()
 
 
 @rank_zero_only

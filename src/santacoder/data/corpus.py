@@ -59,8 +59,10 @@ class Corpus:
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.skipped = SkipCounts()
         if not self.source.exists():
-            raise ConfigError(f"data.source={str(self.source)!r} does not exist; point it at a directory of code "
-                              "or a .jsonl/.jsonl.gz/.parquet file with a 'content' column")
+            raise ConfigError(
+                f"data.source={str(self.source)!r} does not exist; point it at a directory of code "
+                "or a .jsonl/.jsonl.gz/.parquet file with a 'content' column"
+            )
         self.files = self._list_files()
         if not self.files:
             raise ConfigError(
@@ -110,8 +112,12 @@ class Corpus:
         if self.skipped.total:
             log.warning(
                 "skipped %d documents of %s (%d unreadable, %d not UTF-8, %d without 'content'), e.g. %s",
-                self.skipped.total, self.source, self.skipped.unreadable, self.skipped.not_utf8,
-                self.skipped.no_content, ", ".join(self.skipped.examples),
+                self.skipped.total,
+                self.source,
+                self.skipped.unreadable,
+                self.skipped.not_utf8,
+                self.skipped.no_content,
+                ", ".join(self.skipped.examples),
             )
 
     def _read_source_file(self, path: Path, name: str) -> Document | None:
@@ -150,8 +156,9 @@ class Corpus:
         try:
             table = pq.ParquetFile(path)
             if "content" not in table.schema_arrow.names:
-                raise ConfigError(f"parquet file {str(path)!r} has no 'content' column (columns: "
-                                  f"{table.schema_arrow.names})")
+                raise ConfigError(
+                    f"parquet file {str(path)!r} has no 'content' column (columns: {table.schema_arrow.names})"
+                )
             row = 0
             for batch in table.iter_batches(columns=["content"]):
                 for content in batch.column(0).to_pylist():

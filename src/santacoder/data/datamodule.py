@@ -74,15 +74,24 @@ class CodeDataModule(L.LightningDataModule):
         check(0.0 <= self.fim_rate <= 1.0, f"data.fim_rate={self.fim_rate} must be between 0 and 1")
         check(0.0 <= self.fim_spm_rate <= 1.0, f"data.fim_spm_rate={self.fim_spm_rate} must be between 0 and 1")
         check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1")
-        check(isinstance(self.seq_len, int) and self.seq_len > 0, f"data.seq_len={self.seq_len} must be a positive integer")
-        check(isinstance(self.batch_size, int) and self.batch_size > 0,
-              f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)")
+        check(
+            isinstance(self.seq_len, int) and self.seq_len > 0,
+            f"data.seq_len={self.seq_len} must be a positive integer",
+        )
+        check(
+            isinstance(self.batch_size, int) and self.batch_size > 0,
+            f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)",
+        )
         check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
-        check(self.fim_tokens_style in FIM_TOKEN_STYLES,
-              f"data.fim_tokens={self.fim_tokens_style!r} must be one of {sorted(FIM_TOKEN_STYLES)}")
+        check(
+            self.fim_tokens_style in FIM_TOKEN_STYLES,
+            f"data.fim_tokens={self.fim_tokens_style!r} must be one of {sorted(FIM_TOKEN_STYLES)}",
+        )
         if self.tokenizer_path is not None:
-            check(Path(self.tokenizer_path).exists(),
-                  f"data.tokenizer={self.tokenizer_path!r} does not exist; give a tokenizer.json or null to train one")
+            check(
+                Path(self.tokenizer_path).exists(),
+                f"data.tokenizer={self.tokenizer_path!r} does not exist; give a tokenizer.json or null to train one",
+            )
         else:
             check(self.vocab_size >= 261, f"data.vocab_size={self.vocab_size} must be at least 261 (bytes + specials)")
         self._corpus = Corpus(self.source, self.extensions)  # raises if missing or empty
@@ -159,12 +168,17 @@ class CodeDataModule(L.LightningDataModule):
                 raise ConfigError(
                     f"the {split} split of data.source={str(self.corpus.source)!r} has {store.num_tokens} tokens "
                     f"({store.num_docs} documents), too few for one sample of data.seq_len={self.seq_len} + 1; "
-                    "use a larger corpus, a shorter seq_len" + (", or a larger data.val_fraction" if split == "val" else "")
+                    "use a larger corpus, a shorter seq_len"
+                    + (", or a larger data.val_fraction" if split == "val" else "")
                 )
             self.datasets[split] = dataset
         log.info(
             "data: %d train / %d val samples of %d tokens; tokenizer %s (%d tokens)",
-            len(self.datasets["train"]), len(self.datasets["val"]), self.seq_len, self._tokenizer_file(), len(self.tokenizer),
+            len(self.datasets["train"]),
+            len(self.datasets["val"]),
+            self.seq_len,
+            self._tokenizer_file(),
+            len(self.tokenizer),
         )
 
     # -- loaders ------------------------------------------------------------------------------------
@@ -176,11 +190,17 @@ class CodeDataModule(L.LightningDataModule):
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         micro = self.micro_batch_size(world, accumulate if split == "train" else 1)
         dataset = self.datasets[split]
-        sampler = EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed,
-                               drop_last=shuffle)
+        sampler = EpochSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
+        )
         return DataLoader(
-            dataset, batch_size=micro, sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            drop_last=shuffle, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=micro,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=shuffle,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -22,8 +22,14 @@ class PackedFIMDataset(Dataset):
     """
 
     def __init__(
-        self, store: TokenStore, tokenizer: CodeTokenizer, seq_len: int, fim_rate: float, fim_spm_rate: float,
-        seed: int, split: str = "train",
+        self,
+        store: TokenStore,
+        tokenizer: CodeTokenizer,
+        seq_len: int,
+        fim_rate: float,
+        fim_spm_rate: float,
+        seed: int,
+        split: str = "train",
     ):
         self.store = store
         self.tokenizer = tokenizer

@@ -56,7 +56,10 @@ class TokenStore:
 
 
 def build_token_stores(
-    documents: Iterable[Document], tokenizer: CodeTokenizer, out_dir: str | Path, val_fraction: float,
+    documents: Iterable[Document],
+    tokenizer: CodeTokenizer,
+    out_dir: str | Path,
+    val_fraction: float,
     batch_size: int = 512,
 ) -> dict[str, TokenStore]:
     """Tokenize ``documents`` once into a train and a validation store under ``out_dir``."""
@@ -84,7 +87,11 @@ def build_token_stores(
     stores = {s: TokenStore(out_dir / s) for s in SPLITS}
     log.info(
         "token store %s: train %d docs / %d tokens, val %d docs / %d tokens",
-        out_dir, stores["train"].num_docs, stores["train"].num_tokens, stores["val"].num_docs, stores["val"].num_tokens,
+        out_dir,
+        stores["train"].num_docs,
+        stores["train"].num_tokens,
+        stores["val"].num_docs,
+        stores["val"].num_tokens,
     )
     return stores
 
@@ -112,6 +119,10 @@ class _SplitWriter:
     def close(self, meta: dict) -> None:
         self.file.close()
         np.save(self.directory / "doc_offsets.npy", np.asarray(self.offsets, dtype=np.int64))
-        meta = {**meta, "dtype": np.dtype(self.dtype).name, "num_tokens": self.offsets[-1],
-                "num_docs": len(self.offsets) - 1}
+        meta = {
+            **meta,
+            "dtype": np.dtype(self.dtype).name,
+            "num_tokens": self.offsets[-1],
+            "num_docs": len(self.offsets) - 1,
+        }
         (self.directory / "meta.json").write_text(json.dumps(meta, indent=2))

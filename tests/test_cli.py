@@ -1,0 +1,113 @@
+"""The ``santacoder`` command: ``info`` on every layout, ``convert`` to transformers and to this project."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from santacoder.cli import main
+from santacoder.interop import load, save_checkpoint
+from santacoder.tokenizer import train_tokenizer
+
+
+def _interop_helpers():
+    # The layout writers live with the interop tests; load that file by path so this works whatever
+    # pytest's import mode (tests/ is not a package).
+    spec = importlib.util.spec_from_file_location("interop_helpers", Path(__file__).with_name("test_interop.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+H = _interop_helpers()
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict:
+    """One tiny model (MQA) in all four layouts, and its transformers twin."""
+    root = tmp_path_factory.mktemp("layouts")
+    hf = H.make_hf_model(multi_query=True, seed=7)
+    hf.save_pretrained(root / "gpt_bigcode")
+    paths = {
+        "gpt_bigcode": root / "gpt_bigcode",
+        "santacoder": H.write_santacoder(hf, root / "santacoder"),
+        "megatron": H.write_megatron(hf, root / "megatron"),
+        "lightning": save_checkpoint(load(root / "gpt_bigcode"), root / "model.ckpt"),
+    }
+    return {"hf": hf, "paths": paths, "num_params": sum(p.numel() for p in hf.parameters())}
+
+
+@pytest.mark.parametrize("layout", ["gpt_bigcode", "santacoder", "megatron", "lightning"])
+def test_info_prints_layout_shape_and_parameter_count(layouts, layout, capsys):
+    assert main(["info", str(layouts["paths"][layout])]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    fields = {k.strip(): v.strip() for k, v in lines.items()}
+    assert fields["layout"].startswith(layout)
+    assert fields["n_layer"] == "2" and fields["n_embd"] == "60" and fields["n_inner"] == "100"
+    assert fields["n_head"] == "5 (head_dim 12)" and fields["attention"].startswith("multi-query")
+    assert fields["vocab_size"] == "131" and fields["n_positions"] == "37"
+    assert fields["parameters"].startswith(f"{layouts['num_params']:,} ")
+    assert fields["dtype"] == ("float16" if layout == "megatron" else "float32")
+
+    assert main(["info", "--json", str(layouts["paths"][layout])]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["layout"], info["num_params"], info["config"]["n_head"]) == (layout, layouts["num_params"], 5)
+
+
+def test_convert_megatron_to_hf_and_ckpt(layouts, tmp_path, capsys):
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=H.ROUND_TRIP_VOCAB, min_frequency=1)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    # The tokenizer belongs to a model with a larger vocabulary: a clear error, nothing half-written.
+    args = ["convert", "--to", "hf", str(layouts["paths"]["megatron"]), str(tmp_path / "hf")]
+    assert main([*args, "--tokenizer", str(tmp_path / "tokenizer.json")]) == 2
+    assert "vocab_size is 131" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
+
+    assert main([*args, "--dtype", "float32"]) == 0
+    assert "no tokenizer written" in capsys.readouterr().err
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = H.input_ids()
+    torch.testing.assert_close(H.hf_logits(theirs, ids), H.hf_logits(layouts["hf"], ids), atol=H.ATOL, rtol=0)
+
+    assert main(["convert", "--to", "ckpt", str(layouts["paths"]["santacoder"]), str(tmp_path / "s.ckpt")]) == 0
+    assert main(["info", str(tmp_path / "s.ckpt")]) == 0
+    assert "lightning" in capsys.readouterr().out
+    H.assert_parity(load(tmp_path / "s.ckpt"), layouts["hf"])
+
+
+def test_convert_copies_the_source_tokenizer(tmp_path):
+    source = tmp_path / "src"
+    H.make_hf_model(multi_query=True, seed=8, vocab_size=H.ROUND_TRIP_VOCAB).save_pretrained(source)
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=H.ROUND_TRIP_VOCAB, min_frequency=1)
+    tokenizer.save(source / "tokenizer.json")
+
+    assert main(["convert", "--to", "hf", str(source), str(tmp_path / "out")]) == 0
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert loaded.convert_tokens_to_ids("<fim-suffix>") == tokenizer.fim_suffix_id
+    assert loaded.eos_token_id == tokenizer.eod_id
+    assert loaded.decode(tokenizer.encode("def f(x):")) == "def f(x):"
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("santacoder info: error:") and "does not exist" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):  # argparse: --to is required
+        main(["convert", "a", "b"])
+
+
+def test_console_script_runs(layouts):
+    result = subprocess.run(
+        [sys.executable, "-m", "santacoder.cli", "info", str(layouts["paths"]["megatron"])],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "megatron" in result.stdout and f"{layouts['num_params']:,}" in result.stdout

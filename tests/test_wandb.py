@@ -1,0 +1,75 @@
+"""Weights & Biases in offline mode: the run directory holds the metrics history and the resolved config,
+and resuming from a checkpoint continues the same W&B run."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from santacoder.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wandb_records import config, history, run_id  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def small(corpus_dir, *extra: str) -> list[str]:
+    return [
+        f"data.source={corpus_dir}",
+        "data.vocab_size=512",
+        "data.seq_len=32",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.val_fraction=0.1",
+        "model.config.n_layer=1",
+        "model.config.n_embd=32",
+        "model.config.n_head=2",
+        "model.config.n_inner=64",
+        "model.config.n_positions=32",
+        "trainer.accelerator=cpu",
+        "trainer.val_check_interval=5",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "extras.print_config=false",
+        "logger=wandb",
+        "logger.wandb.offline=true",
+        "task_name=wandb_test",
+        "tags=[test,offline]",
+        *extra,
+    ]
+
+
+def run_log(output_dir: Path) -> list[Path]:
+    return sorted(Path(output_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_offline_run_records_history_and_resolved_config(compose_train, corpus_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train(*small(corpus_dir, "trainer.max_steps=10"))
+    train(cfg)
+    (log_file,) = run_log(cfg.paths.output_dir)
+    rows = history(log_file)
+    losses = [row["train/loss"] for row in rows if "train/loss" in row]
+    assert len(losses) == 10 and all(loss > 0 for loss in losses)
+    assert any("val/loss" in row for row in rows)
+    logged = config(log_file)
+    assert logged["model"]["config"]["n_layer"] == 1  # the full resolved config, interpolations resolved
+    assert logged["data"]["source"] == str(corpus_dir)
+    assert logged["paths"]["output_dir"] == cfg.paths.output_dir
+
+
+def test_resuming_continues_the_same_wandb_run(compose_train, corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = compose_train(*small(corpus_dir, "trainer.max_steps=5"))
+    train(first)
+    (first_log,) = run_log(first.paths.output_dir)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+    second = compose_train(*small(corpus_dir, "trainer.max_steps=8", f"ckpt_path={ckpt}"))
+    second.paths.output_dir = str(tmp_path / "resumed")
+    train(second)
+    (second_log,) = run_log(second.paths.output_dir)
+    assert run_id(second_log) == run_id(first_log)
+    steps = [row["trainer/global_step"] for row in history(second_log) if "train/loss" in row]
+    assert min(steps) >= 5  # the resumed run continues from step 5
