@@ -194,3 +194,42 @@ def test_packed_dataset_reads_the_store_in_order(corpus_dir, tmp_path):
     np.testing.assert_array_equal(item["input_ids"].numpy(), tokens[5 * 64 : 6 * 64])
     np.testing.assert_array_equal(item["labels"].numpy(), tokens[5 * 64 + 1 : 6 * 64 + 1])
     assert os.path.getsize(ds.store.directory / "tokens.bin") == 2 * ds.store.num_tokens  # uint16
+
+
+def santacoder_style_tokenizer(texts: list[str], path) -> None:
+    """A tokenizer.json laid out like bigcode/santacoder's: a byte-level BPE whose special tokens were added
+    after training, at the end of the vocabulary, in the order EOD, prefix, middle, suffix, pad."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    tok.add_special_tokens(["<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"])
+    tok.save(str(path))
+
+
+@pytest.mark.parametrize("style", ["santacoder", "starcoder"])
+def test_a_local_santacoder_or_starcoder_tokenizer_drives_the_pipeline(corpus_dir, corpus_texts, tmp_path, style):
+    from santacoder.fim import fim_layout, undo_fim_segment
+
+    path = tmp_path / "tokenizer.json"
+    santacoder_style_tokenizer(corpus_texts, path)
+    if style == "starcoder":  # same tokenizer with StarCoder's underscore names
+        path.write_text(path.read_text().replace("<fim-", "<fim_"))
+    dm = datamodule(corpus_dir, tmp_path, tokenizer=str(path), fim_tokens=style, fim_rate=1.0)
+    dm.prepare_data()
+    dm.setup()
+    tok = dm.tokenizer
+    assert tok.eod_id == 600 and tok.fim_pad_id == 604  # appended after the 600 BPE tokens, SantaCoder's order
+    ds = dm.datasets["train"]
+    # a sample whose first segment ends early (at a document's <|endoftext|>), so FIM growth cannot truncate it
+    index = next(i for i in range(len(ds)) if tok.eod_id in ds.raw_sample(i)[5:32].tolist())
+    raw = ds.raw_sample(index).tolist()
+    sample = ds[(0, index)]["input_ids"].tolist() + [ds[(0, index)]["labels"][-1].item()]
+    first = sample[: sample.index(tok.eod_id)]
+    assert fim_layout(first, tok) in ("PSM", "SPM")
+    assert tok.decode_bytes(undo_fim_segment(first, tok)) == tok.decode_bytes(raw[: raw.index(tok.eod_id)])
