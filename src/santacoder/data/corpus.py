@@ -58,6 +58,7 @@ class Corpus:
         self.source = Path(source).expanduser() if source else default_source()
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.skipped = SkipCounts()
+        self._fingerprint: str | None = None
         if not self.source.exists():
             raise ConfigError(
                 f"data.source={str(self.source)!r} does not exist; point it at a directory of code "
@@ -89,7 +90,13 @@ class Corpus:
         return path.name.endswith(TABLE_SUFFIXES)
 
     def fingerprint(self) -> str:
-        """Changes whenever a file is added, removed or modified (path, size and mtime of every file)."""
+        """Changes whenever a file is added, removed or modified (path, size and mtime of every file).
+        Computed once per Corpus: a large corpus has many files to stat."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         h = hashlib.sha256(str(self.source.resolve()).encode())
         h.update(repr(self.extensions).encode())
         for path in self.files:

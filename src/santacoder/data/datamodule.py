@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -62,6 +64,9 @@ class CodeDataModule(L.LightningDataModule):
         self.tokenizer: CodeTokenizer | None = None
         self.datasets: dict[str, PackedFIMDataset] = {}
         self._corpus: Corpus | None = None
+        # Only global rank 0 tokenizes (into a shared cache directory); every other rank waits, then reads. Per
+        # node preparation could train different tokenizers on different nodes.
+        self.prepare_data_per_node = False
         self.validate()
 
     # -- validation (runs at construction: bad values stop the run before any work) ---------------------
@@ -143,9 +148,10 @@ class CodeDataModule(L.LightningDataModule):
             docs = (d.text for d in self.corpus if not is_validation(d.name, self.val_fraction))
             tokenizer = train_tokenizer(docs, self.vocab_size, self.fim_tokens)
             tok_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tok_file.with_suffix(".tmp")
+            fd, tmp = tempfile.mkstemp(prefix=tok_file.name, suffix=".tmp", dir=tok_file.parent)
+            os.close(fd)
             tokenizer.save(tmp)
-            tmp.replace(tok_file)
+            os.replace(tmp, tok_file)  # atomic: a reader never sees half a file
             log.info("saved tokenizer to %s", tok_file)
         tokenizer = self._load_tokenizer()
         store_dir = self._store_dir(tokenizer)

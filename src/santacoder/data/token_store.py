@@ -78,9 +78,12 @@ def build_token_stores(
         _write_batch(batch, tokenizer, writers, val_fraction)
         for split, writer in writers.items():
             writer.close({"split": split, "tokenizer": tokenizer.fingerprint(), "eod_id": tokenizer.eod_id})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)  # atomic: readers see no store or a complete one
+        except OSError:
+            if not all((out_dir / s / "meta.json").exists() for s in SPLITS):
+                raise
+            shutil.rmtree(tmp)  # another process finished the same store first; its content is the same
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
