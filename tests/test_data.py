@@ -233,3 +233,14 @@ def test_a_local_santacoder_or_starcoder_tokenizer_drives_the_pipeline(corpus_di
     first = sample[: sample.index(tok.eod_id)]
     assert fim_layout(first, tok) in ("PSM", "SPM")
     assert tok.decode_bytes(undo_fim_segment(first, tok)) == tok.decode_bytes(raw[: raw.index(tok.eod_id)])
+
+
+def test_custom_fim_token_names(corpus_dir, tmp_path):
+    names = {"prefix": "<PRE>", "middle": "<MID>", "suffix": "<SUF>", "pad": "<PAD>"}
+    dm = datamodule(corpus_dir, tmp_path, fim_tokens=names, fim_rate=1.0)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.tokenizer.decode([dm.tokenizer.fim_prefix_id, dm.tokenizer.fim_pad_id]) == "<PRE><PAD>"
+    assert dm.datasets["train"][0]["input_ids"][0] == dm.tokenizer.fim_prefix_id
+    with pytest.raises(ConfigError, match=r"data.fim_tokens has unknown keys \['begin'\]"):
+        datamodule(corpus_dir, tmp_path, fim_tokens={"begin": "<B>"})

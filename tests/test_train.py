@@ -102,7 +102,7 @@ def test_resume_from_checkpoint_continues_the_step_count(compose_train, corpus_d
         (["data.fim_rate=1.5"], "data.fim_rate=1.5 must be between 0 and 1"),
         (["data.seq_len=128"], "data.seq_len=128 is larger than model.config.n_positions=64"),
         (["data.source=/no/such/corpus"], "data.source='/no/such/corpus' does not exist"),
-        (["model.config.n_head=3"], "n_embd=64 must be divisible by n_head=3"),
+        (["model.config.n_head=3"], "model.config.n_embd=64 must be divisible by n_head=3"),
         (["model.config.vocab_size=300"], "model.config.vocab_size=300 is smaller than the tokenizer's 512"),
         (["data.batch_size=6", "trainer.accumulate_grad_batches=4"], "data.batch_size=6 .* must be divisible"),
         (["model.config.attn_impl=xformers"], "attn_impl=xformers needs a CUDA GPU"),

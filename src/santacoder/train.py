@@ -107,7 +107,10 @@ def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
             f"data.seq_len={cfg.data.seq_len} is larger than model.config.n_positions={mc.n_positions}; "
             "shorten data.seq_len or raise model.config.n_positions"
         )
-    GPTConfig(**OmegaConf.to_container(mc, resolve=True))  # field-level checks before anything heavy
+    try:  # field-level checks before anything heavy, named as the user wrote them
+        GPTConfig(**OmegaConf.to_container(mc, resolve=True))
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("GPTConfig.", "model.config.")) from None
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if mc.attn_impl == "xformers" and (
         accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ class CodeDataModule(L.LightningDataModule):
         extensions: list[str] | tuple[str, ...] = DEFAULT_EXTENSIONS,
         tokenizer: str | None = None,
         vocab_size: int = 4096,
-        fim_tokens: str = "santacoder",
+        fim_tokens: str | dict = "santacoder",
         seq_len: int = 256,
         batch_size: int = 16,
         fim_rate: float = 0.5,
@@ -45,7 +46,9 @@ class CodeDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ):
         super().__init__()
-        extensions = [str(e) for e in extensions]  # a plain list (not ListConfig): checkpoints load weights_only
+        # plain containers (not OmegaConf's): checkpoints store these hyper-parameters and load weights_only
+        extensions = [str(e) for e in extensions]
+        fim_tokens = fim_tokens if isinstance(fim_tokens, str) else {str(k): str(v) for k, v in fim_tokens.items()}
         self.save_hyperparameters(logger=False)
         self.source = source
         self.extensions = tuple(extensions)
@@ -88,10 +91,16 @@ class CodeDataModule(L.LightningDataModule):
             f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)",
         )
         check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
-        check(
-            self.fim_tokens_style in FIM_TOKEN_STYLES,
-            f"data.fim_tokens={self.fim_tokens_style!r} must be one of {sorted(FIM_TOKEN_STYLES)}",
-        )
+        if isinstance(self.fim_tokens_style, str):
+            check(
+                self.fim_tokens_style in FIM_TOKEN_STYLES,
+                f"data.fim_tokens={self.fim_tokens_style!r} must be one of {sorted(FIM_TOKEN_STYLES)} or a "
+                "mapping of eod/prefix/middle/suffix/pad to token names",
+            )
+        else:
+            names = dict(self.fim_tokens_style)
+            unknown = set(names) - set(vars(FIMTokens()))
+            check(not unknown, f"data.fim_tokens has unknown keys {sorted(unknown)}; use eod/prefix/middle/suffix/pad")
         if self.tokenizer_path is not None:
             check(
                 Path(self.tokenizer_path).exists(),
@@ -109,7 +118,9 @@ class CodeDataModule(L.LightningDataModule):
 
     @property
     def fim_tokens(self) -> FIMTokens:
-        return FIM_TOKEN_STYLES[self.fim_tokens_style]
+        if isinstance(self.fim_tokens_style, str):
+            return FIM_TOKEN_STYLES[self.fim_tokens_style]
+        return FIMTokens(**dict(self.fim_tokens_style))  # e.g. {prefix: <PRE>, ...}; unnamed ones keep defaults
 
     def vocab_size_upper_bound(self) -> int:
         """Tokenizer size, known before any data work: the given tokenizer's, or the size to train."""
@@ -131,7 +142,10 @@ class CodeDataModule(L.LightningDataModule):
     def _tokenizer_file(self) -> Path:
         if self.tokenizer_path is not None:
             return Path(self.tokenizer_path)
-        key = f"{self.corpus.fingerprint()}-v{self.vocab_size}-{self.fim_tokens_style}-val{self.val_fraction}"
+        style = self.fim_tokens_style
+        if not isinstance(style, str):  # custom names: a short hash keeps odd characters out of the file name
+            style = "custom" + hashlib.sha1(json.dumps(style, sort_keys=True).encode()).hexdigest()[:8]
+        key = f"{self.corpus.fingerprint()}-v{self.vocab_size}-{style}-val{self.val_fraction}"
         return self.cache_dir / f"tokenizer-{key}.json"
 
     def _store_dir(self, tokenizer: CodeTokenizer) -> Path:
