@@ -213,6 +213,12 @@ class CodeDataModule(L.LightningDataModule):
         sampler = EpochSampler(
             dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
         )
+        if split == "train" and trainer is not None:
+            # Resuming mid-epoch: Lightning restores the loop counters before asking for this loader
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            if done:
+                sampler.resume_from(trainer.current_epoch, done * micro)
+                log.info("resuming epoch %d after %d batches: skipping their samples", trainer.current_epoch, done)
         return DataLoader(
             dataset,
             batch_size=micro,

@@ -64,7 +64,23 @@ class EpochSampler(DistributedSampler):
     Being a DistributedSampler, Lightning keeps it as is instead of wrapping it for distributed runs.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume_epoch: int | None = None
+        self.resume_skip = 0
+
+    def resume_from(self, epoch: int, samples_seen: int) -> None:
+        """Skip this rank's first ``samples_seen`` samples of ``epoch``: a run resumed mid-epoch continues with
+        the samples an uninterrupted run would see next, instead of replaying the epoch from its start."""
+        self.resume_epoch, self.resume_skip = epoch, samples_seen
+
     def __iter__(self):
         epoch = self.epoch
-        for index in super().__iter__():
-            yield (epoch, index)
+        skip = self.resume_skip if epoch == self.resume_epoch else 0
+        for position, index in enumerate(super().__iter__()):
+            if position >= skip:
+                yield (epoch, index)
+
+    def __len__(self) -> int:
+        skip = self.resume_skip if self.epoch == self.resume_epoch else 0
+        return max(0, super().__len__() - skip)
