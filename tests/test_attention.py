@@ -73,3 +73,48 @@ def test_xformers_matches_math_on_gpu(dtype, n_kv, tq, tk):
     ref = causal_attention(q.float(), k.float(), v.float(), impl="math")
     for impl in ("xformers", "sdpa", "auto"):
         torch.testing.assert_close(causal_attention(q, k, v, impl=impl).float(), ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("tq,tk", [(7, 7), (2, 9)], ids=["full", "decode"])
+def test_xformers_wrapper_layout_on_cpu(monkeypatch, tq, tk):
+    """The xformers call itself needs CUDA; its wrapper's layout work (BMHK transposes, stride-0 K/V expansion,
+    the causal bias for cached prefixes) is checked here against a stand-in kernel written from the definition."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from xformers.ops import fmha
+
+    def stand_in(q, k, v, attn_bias=None, p=0.0):
+        assert q.shape[2] == k.shape[2] == 4 and k.stride(2) == 0 and v.stride(2) == 0  # no K/V copy
+        expected = fmha.attn_bias.LowerTriangularMask if tq == tk else fmha.attn_bias.LowerTriangularFromBottomRightMask
+        assert type(attn_bias) is expected
+        # (B, M, H, K) -> (B, H, M, K) for the definition
+        return _naive(q.transpose(1, 2), k.transpose(1, 2)[:, :1], v.transpose(1, 2)[:, :1]).transpose(1, 2)
+
+    monkeypatch.setattr(fmha, "memory_efficient_attention", stand_in)
+    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
+    q, k, v = _qkv(1, tq, tk)
+    torch.testing.assert_close(causal_attention(q, k, v, impl="xformers"), _naive(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from xformers.ops import fmha
+
+    calls = []
+
+    def no_kernel(*args, **kwargs):
+        calls.append(1)
+        raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
+
+    monkeypatch.setattr(fmha, "memory_efficient_attention", no_kernel)
+    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
+    monkeypatch.setattr("santacoder.attention._XFORMERS_REFUSED", set())
+    q, k, v = _qkv(1)
+    for _ in range(2):
+        torch.testing.assert_close(causal_attention(q, k, v, impl="auto"), _naive(q, k, v), atol=1e-5, rtol=1e-5)
+    assert len(calls) == 1  # tried once, then remembered

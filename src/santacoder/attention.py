@@ -42,6 +42,13 @@ def causal_attention(
     """Causal self-attention with the backend named by ``impl`` (see the module docstring)."""
     if impl == "auto":
         impl = _auto_backend(q)
+        if impl == "xformers":
+            try:
+                return _xformers(q, k, v, dropout_p)
+            except NotImplementedError as e:  # xformers imports but has no kernel for these inputs
+                _XFORMERS_REFUSED.add((q.device.type, q.dtype, q.shape[-1]))
+                log.warning("xformers has no kernel for these inputs (%s); attn_impl='auto' uses sdpa instead", e)
+                impl = "sdpa"
     if impl == "sdpa":
         return _sdpa(q, k, v, dropout_p)
     if impl == "math":
@@ -123,7 +130,13 @@ def _xformers_importable() -> bool:
     return True
 
 
+# (device type, dtype, head size) for which xformers raised NotImplementedError: auto stops trying it
+_XFORMERS_REFUSED: set[tuple] = set()
+
+
 def _auto_backend(q: torch.Tensor) -> str:
+    if (q.device.type, q.dtype, q.shape[-1]) in _XFORMERS_REFUSED:
+        return "sdpa"
     reason = xformers_unsupported_reason(q)
     choice = "sdpa" if reason is not None else "xformers"
     _log_choice_once(q.device.type, str(q.dtype), choice, reason)
