@@ -113,7 +113,7 @@ def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
 
     monkeypatch.setattr(fmha, "memory_efficient_attention", no_kernel)
     monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
-    monkeypatch.setattr("santacoder.attention._XFORMERS_REFUSED", set())
+    monkeypatch.setattr("santacoder.attention._AUTO_CHOICE", {})
     q, k, v = _qkv(1)
     for _ in range(2):
         torch.testing.assert_close(causal_attention(q, k, v, impl="auto"), _naive(q, k, v), atol=1e-5, rtol=1e-5)

@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
 from santacoder.train import refuse_multirun_with_ddp, train
 
@@ -22,17 +23,8 @@ TESTS = Path(__file__).resolve().parent
 
 def overrides(corpus_dir, record_dir: Path, *extra: str) -> list[str]:
     return [
-        f"data.source={corpus_dir}",
-        "data.vocab_size=512",
-        "data.seq_len=32",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "data.val_fraction=0.1",
-        "model.config.n_layer=2",
-        "model.config.n_embd=32",
-        "model.config.n_head=4",
-        "model.config.n_inner=64",
-        "model.config.n_positions=32",
+        *run_overrides.data(corpus_dir, seq_len=32, batch_size=8),
+        *run_overrides.model(n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=32),
         "trainer.max_steps=6",
         "trainer.val_check_interval=6",
         "trainer.limit_val_batches=2",

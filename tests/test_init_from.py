@@ -7,18 +7,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import GPT, ConfigError, GPTConfig, save_hf
 from santacoder.train import train
 
 
 def overrides(corpus_dir, init_from, *extra: str) -> list[str]:
     return [
-        f"data.source={corpus_dir}",
-        "data.vocab_size=512",
-        "data.seq_len=32",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "data.val_fraction=0.1",
+        *run_overrides.data(corpus_dir, seq_len=32, batch_size=4),
         "trainer.accelerator=cpu",
         "trainer.max_steps=1",
         "trainer.val_check_interval=1",

@@ -20,7 +20,7 @@ CONFIG = dict(
 
 def grads(module: SantaCoderLitModule, batch) -> dict[str, torch.Tensor]:
     module.zero_grad()
-    loss, _ = module.loss(batch)
+    loss = module.loss(batch)
     loss.backward()
     return {n: p.grad.clone() for n, p in module.named_parameters()}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
 from santacoder.lit_module import SantaCoderLitModule
 from santacoder.train import train
@@ -29,17 +30,8 @@ def module_flops_per_token(cfg) -> float:
 def small(corpus_dir) -> list[str]:
     """Overrides for a run that takes seconds: a 2-layer model on the test corpus."""
     return [
-        f"data.source={corpus_dir}",
-        "data.vocab_size=512",
-        "data.seq_len=64",
-        "data.batch_size=8",
-        "data.num_workers=0",
-        "data.val_fraction=0.1",
-        "model.config.n_layer=2",
-        "model.config.n_embd=64",
-        "model.config.n_head=4",
-        "model.config.n_inner=256",
-        "model.config.n_positions=64",
+        *run_overrides.data(corpus_dir, seq_len=64, batch_size=8),
+        *run_overrides.model(n_layer=2, n_embd=64, n_head=4, n_inner=256, n_positions=64),
         "trainer.accelerator=cpu",
         "trainer.log_every_n_steps=1",
         "trainer.val_check_interval=40",

@@ -1,32 +1,21 @@
 """Weights & Biases in offline mode: the run directory holds the metrics history and the resolved config,
 and resuming from a checkpoint continues the same W&B run."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder.train import train
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wandb_records import config, history, run_id  # noqa: E402
+from wandb_records import config, history, run_id
 
 pytestmark = pytest.mark.slow
 
 
 def small(corpus_dir, *extra: str) -> list[str]:
     return [
-        f"data.source={corpus_dir}",
-        "data.vocab_size=512",
-        "data.seq_len=32",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "data.val_fraction=0.1",
-        "model.config.n_layer=1",
-        "model.config.n_embd=32",
-        "model.config.n_head=2",
-        "model.config.n_inner=64",
-        "model.config.n_positions=32",
+        *run_overrides.data(corpus_dir, seq_len=32, batch_size=4),
+        *run_overrides.model(n_layer=1, n_embd=32, n_head=2, n_inner=64, n_positions=32),
         "trainer.accelerator=cpu",
         "trainer.val_check_interval=5",
         "trainer.limit_val_batches=2",

@@ -46,7 +46,7 @@ def causal_attention(
             try:
                 return _xformers(q, k, v, dropout_p)
             except NotImplementedError as e:  # xformers imports but has no kernel for these inputs
-                _XFORMERS_REFUSED.add((q.device.type, q.dtype, q.shape[-1]))
+                _AUTO_CHOICE[(str(q.device), q.dtype, q.shape[-1])] = "sdpa"
                 log.warning("xformers has no kernel for these inputs (%s); attn_impl='auto' uses sdpa instead", e)
                 impl = "sdpa"
     if impl == "sdpa":
@@ -130,20 +130,16 @@ def _xformers_importable() -> bool:
     return True
 
 
-# (device type, dtype, head size) for which xformers raised NotImplementedError: auto stops trying it
-_XFORMERS_REFUSED: set[tuple] = set()
+# The backend "auto" chose per (device, dtype, head size): decided and logged once, not in every layer's forward.
+# A NotImplementedError from xformers turns an entry into "sdpa".
+_AUTO_CHOICE: dict[tuple, str] = {}
 
 
 def _auto_backend(q: torch.Tensor) -> str:
-    if (q.device.type, q.dtype, q.shape[-1]) in _XFORMERS_REFUSED:
-        return "sdpa"
-    reason = xformers_unsupported_reason(q)
-    choice = "sdpa" if reason is not None else "xformers"
-    _log_choice_once(q.device.type, str(q.dtype), choice, reason)
-    return choice
-
-
-@functools.cache
-def _log_choice_once(device: str, dtype: str, choice: str, reason: str | None) -> None:
-    why = f" ({reason})" if reason else ""
-    log.info("attn_impl='auto' uses %s on %s/%s%s", choice, device, dtype, why)
+    key = (str(q.device), q.dtype, q.shape[-1])
+    if key not in _AUTO_CHOICE:
+        reason = xformers_unsupported_reason(q)
+        _AUTO_CHOICE[key] = "sdpa" if reason is not None else "xformers"
+        why = f" ({reason})" if reason else ""
+        log.info("attn_impl='auto' uses %s on %s/%s%s", _AUTO_CHOICE[key], q.device, q.dtype, why)
+    return _AUTO_CHOICE[key]

@@ -142,21 +142,21 @@ class SantaCoderLitModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over labelled tokens (``<fim-pad>`` positions carry no label), and their count."""
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over labelled tokens (``<fim-pad>`` positions carry no label)."""
         logits = self.model(batch["input_ids"])  # (B, T, V)
         labels = batch["labels"]  # (B, T)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, int((labels != IGNORE_INDEX).sum())
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self.loss(batch)
+        loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, n_tokens = self.loss(batch)
-        self.val_loss.update(loss.detach(), weight=n_tokens)  # token-weighted mean over the split
+        # token-weighted mean over the split; the count stays a tensor (no device sync per batch)
+        n_tokens = (batch["labels"] != IGNORE_INDEX).sum()
+        self.val_loss.update(self.loss(batch).detach(), weight=n_tokens)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
