@@ -125,7 +125,7 @@ class CodeDataModule(L.LightningDataModule):
     def vocab_size_upper_bound(self) -> int:
         """Tokenizer size, known before any data work: the given tokenizer's, or the size to train."""
         if self.tokenizer_path is not None:
-            return len(load_tokenizer(self.tokenizer_path, self.fim_tokens))
+            return len(self._load_tokenizer())
         return self.vocab_size
 
     def micro_batch_size(self, world_size: int, accumulate_grad_batches: int = 1) -> int:
@@ -152,10 +152,13 @@ class CodeDataModule(L.LightningDataModule):
         return self.cache_dir / f"tokens-{self.corpus.fingerprint()}-{tokenizer.fingerprint()}-val{self.val_fraction}"
 
     def _load_tokenizer(self) -> CodeTokenizer:
-        return load_tokenizer(self._tokenizer_file(), self.fim_tokens)
+        """The tokenizer file, read once per process (the vocabulary check, prepare_data and setup share it)."""
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self._tokenizer_file(), self.fim_tokens)
+        return self.tokenizer
 
     def prepare_data(self) -> None:
-        """Train the tokenizer and tokenize the corpus, unless cached (runs on one process per node)."""
+        """Train the tokenizer and tokenize the corpus, unless cached (runs on global rank 0 only)."""
         tok_file = self._tokenizer_file()
         if not tok_file.exists():
             log.info("training a %d-token BPE tokenizer on %s", self.vocab_size, self.corpus.source)
@@ -177,7 +180,7 @@ class CodeDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.tokenizer = self._load_tokenizer()
+        self._load_tokenizer()
         store_dir = self._store_dir(self.tokenizer)
         for split in SPLITS:
             store = TokenStore(store_dir / split)
