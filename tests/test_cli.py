@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from layouts import (  # tests/layouts.py, shared with test_interop.py
+    ATOL,
+    ROUND_TRIP_VOCAB,
+    assert_parity,
+    hf_logits,
+    input_ids,
+    make_hf_model,
+    write_megatron,
+    write_santacoder,
+)
 from santacoder.cli import main
 from santacoder.interop import load, save_checkpoint
 from santacoder.tokenizer import train_tokenizer
-
-
-def _interop_helpers():
-    # The layout writers live with the interop tests; load that file by path so this works whatever
-    # pytest's import mode (tests/ is not a package).
-    spec = importlib.util.spec_from_file_location("interop_helpers", Path(__file__).with_name("test_interop.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _interop_helpers()
 
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict:
     """One tiny model (MQA) in all four layouts, and its transformers twin."""
     root = tmp_path_factory.mktemp("layouts")
-    hf = H.make_hf_model(multi_query=True, seed=7)
+    hf = make_hf_model(multi_query=True, seed=7)
     hf.save_pretrained(root / "gpt_bigcode")
     paths = {
         "gpt_bigcode": root / "gpt_bigcode",
-        "santacoder": H.write_santacoder(hf, root / "santacoder"),
-        "megatron": H.write_megatron(hf, root / "megatron"),
+        "santacoder": write_santacoder(hf, root / "santacoder"),
+        "megatron": write_megatron(hf, root / "megatron"),
         "lightning": save_checkpoint(load(root / "gpt_bigcode"), root / "model.ckpt"),
     }
     return {"hf": hf, "paths": paths, "num_params": sum(p.numel() for p in hf.parameters())}
@@ -63,7 +59,7 @@ def test_info_prints_layout_shape_and_parameter_count(layouts, layout, capsys):
 
 
 def test_convert_megatron_to_hf_and_ckpt(layouts, tmp_path, capsys):
-    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=H.ROUND_TRIP_VOCAB, min_frequency=1)
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=ROUND_TRIP_VOCAB, min_frequency=1)
     tokenizer.save(tmp_path / "tokenizer.json")
     # The tokenizer belongs to a model with a larger vocabulary: a clear error, nothing half-written.
     args = ["convert", "--to", "hf", str(layouts["paths"]["megatron"]), str(tmp_path / "hf")]
@@ -74,19 +70,19 @@ def test_convert_megatron_to_hf_and_ckpt(layouts, tmp_path, capsys):
     assert main([*args, "--dtype", "float32"]) == 0
     assert "no tokenizer written" in capsys.readouterr().err
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    ids = H.input_ids()
-    torch.testing.assert_close(H.hf_logits(theirs, ids), H.hf_logits(layouts["hf"], ids), atol=H.ATOL, rtol=0)
+    ids = input_ids()
+    torch.testing.assert_close(hf_logits(theirs, ids), hf_logits(layouts["hf"], ids), atol=ATOL, rtol=0)
 
     assert main(["convert", "--to", "ckpt", str(layouts["paths"]["santacoder"]), str(tmp_path / "s.ckpt")]) == 0
     assert main(["info", str(tmp_path / "s.ckpt")]) == 0
     assert "lightning" in capsys.readouterr().out
-    H.assert_parity(load(tmp_path / "s.ckpt"), layouts["hf"])
+    assert_parity(load(tmp_path / "s.ckpt"), layouts["hf"])
 
 
 def test_convert_copies_the_source_tokenizer(tmp_path):
     source = tmp_path / "src"
-    H.make_hf_model(multi_query=True, seed=8, vocab_size=H.ROUND_TRIP_VOCAB).save_pretrained(source)
-    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=H.ROUND_TRIP_VOCAB, min_frequency=1)
+    make_hf_model(multi_query=True, seed=8, vocab_size=ROUND_TRIP_VOCAB).save_pretrained(source)
+    tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n" * 10], vocab_size=ROUND_TRIP_VOCAB, min_frequency=1)
     tokenizer.save(source / "tokenizer.json")
 
     assert main(["convert", "--to", "hf", str(source), str(tmp_path / "out")]) == 0

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from santacoder.errors import ConfigError
-
-DTYPE_CHOICES = ("float32", "float16", "bfloat16")
+from santacoder.interop.loading import DTYPES
 
 
 def add_info(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +76,7 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
         "source directory's tokenizer.json, if it has one",
     )
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, help="dtype of the written weights (default: as the source stores them)"
+        "--dtype", choices=tuple(DTYPES), help="dtype of the written weights (default: as the source stores them)"
     )
     parser.set_defaults(func=run_convert)
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from santacoder.errors import ConfigError
-from santacoder.interop.assemble import Checkpoint, drop_tied_head
+from santacoder.interop.loading import Checkpoint, drop_tied_head
 from santacoder.interop.safe_unpickle import safe_torch_load
 from santacoder.model import GPTConfig
 
@@ -250,10 +250,6 @@ class _MegatronFile:
         if self.version < 2.0:  # (nh, hd, 3)
             return tensor.reshape(nh, hd, 3, *rest).transpose(1, 2).reshape(3 * nh * hd, *rest)
         return tensor  # (nh, 3, hd)
-
-
-def read_config(path: Path) -> GPTConfig:
-    return _MegatronFile(find_model_file(path)).config()
 
 
 def open_checkpoint(path: Path) -> Checkpoint:

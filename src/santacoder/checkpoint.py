@@ -1,0 +1,144 @@
+"""This project's checkpoint format, in one place: what a ``.ckpt`` holds beyond Lightning's own keys.
+
+A checkpoint is a Lightning checkpoint of ``SantaCoderLitModule``:
+
+- ``state_dict``: the module's tensors, the GPT under ``model.`` (the tied LM head under both of its names);
+- ``hyper_parameters``: ``config`` (the GPTConfig fields: what the model is), ``optimizer``, ``scheduler``
+  and ``decay_embeddings`` (how it was trained), as plain values, so ``torch.load(weights_only=True)`` reads it;
+- ``santacoder``: the fields of ``CheckpointMeta`` below, ``format_version`` first.
+
+Every later addition (a checksum, the tokenizer, loss options) is a field of ``CheckpointMeta`` with a default
+that describes files written before it. Files written before the format had a version (version 0) read as
+well: their model config may hold ``attn_impl`` (a runtime choice, dropped) and may leave out fields whose
+defaults then were SantaCoder-1B's (``FORMAT0_CONFIG_DEFAULTS``), and their W&B run id sits at the top level as
+``wandb_run_id``. A file of a newer format than this code knows is refused with a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from santacoder.errors import ConfigError
+from santacoder.model import GPT, GPTConfig
+
+FORMAT_VERSION = 1
+META_KEY = "santacoder"
+MODEL_PREFIX = "model."  # the GPT's parameter names inside the LightningModule's state_dict
+# Before format 1, GPTConfig's own defaults were SantaCoder-1B's, and a config stored only the fields it was
+# given; a format-0 config is read against those defaults. A record of the past: never derive it from PRESETS.
+FORMAT0_CONFIG_DEFAULTS = {
+    "vocab_size": 49280, "n_positions": 2048, "n_embd": 2048, "n_layer": 24, "n_head": 16, "n_inner": None,
+    "multi_query": True, "layer_norm_epsilon": 1e-5, "embd_pdrop": 0.1, "attn_pdrop": 0.1, "resid_pdrop": 0.1,
+    "initializer_range": 0.022,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    format_version: int = FORMAT_VERSION
+    wandb_run_id: str | None = None  # the W&B run that wrote the file: resuming from it continues that run
+
+
+def stamp(checkpoint: dict, **fields) -> None:
+    """Add this format's fields to a checkpoint dict about to be saved (``fields``: see ``CheckpointMeta``)."""
+    checkpoint[META_KEY] = dataclasses.asdict(CheckpointMeta(**fields))
+
+
+def read_meta(checkpoint: dict, source: str = "checkpoint") -> CheckpointMeta:
+    """The format fields of a loaded checkpoint dict, from any format version this code knows."""
+    stored = checkpoint.get(META_KEY)
+    if stored is None:  # version 0: written before the format had a version
+        return CheckpointMeta(format_version=0, wandb_run_id=checkpoint.get("wandb_run_id"))
+    version = stored.get("format_version") if isinstance(stored, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"{source} has a malformed '{META_KEY}' entry: {stored!r}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{source} is in checkpoint format {version}, newer than this santacoder reads ({FORMAT_VERSION}); "
+            "upgrade santacoder to read it"
+        )
+    known = {f.name for f in dataclasses.fields(CheckpointMeta)}
+    return CheckpointMeta(**{k: v for k, v in stored.items() if k in known})
+
+
+def is_project_checkpoint(obj: object) -> bool:
+    return isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj
+
+
+def model_config(checkpoint: dict, source: str = "checkpoint") -> GPTConfig:
+    """What the model of a loaded checkpoint dict is, from any format version this code knows."""
+    hparams = checkpoint.get("hyper_parameters")
+    config = hparams.get("config") if isinstance(hparams, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{source} has no hyper_parameters['config'] dict; it was not written by this project's SantaCoderLitModule"
+        )
+    if read_meta(checkpoint, source).format_version == 0:
+        config = {**FORMAT0_CONFIG_DEFAULTS, **config}
+    try:
+        return GPTConfig.from_dict(config, source=f"{source}: hyper_parameters['config']")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: hyper_parameters['config'] is invalid: {e}") from None
+
+
+def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The GPT's tensors by their names in ``GPT`` (the tied ``lm_head.weight`` included when stored)."""
+    state = checkpoint["state_dict"]
+    return {
+        name[len(MODEL_PREFIX) :]: tensor
+        for name, tensor in state.items()
+        if name.startswith(MODEL_PREFIX) and isinstance(tensor, torch.Tensor)
+    }
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint of this project (weights-only: plain values and tensors, memory-mapped) and check its
+    format; a ConfigError explains files that are not one, are truncated or are of a newer format."""
+    from santacoder.interop.safe_unpickle import safe_torch_load  # lazy: interop imports this module
+
+    path = Path(path)
+    source = f"checkpoint {str(path)!r}"
+    obj = safe_torch_load(path)
+    if not is_project_checkpoint(obj):
+        hint = ""
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            hint = (
+                " It is a bare state dict, which has no model config: put it in a directory next to its "
+                "Hugging Face config.json (as pytorch_model.bin)."
+            )
+        raise ConfigError(
+            f"{source} is not a Lightning checkpoint of this project (no state_dict/hyper_parameters).{hint}"
+        )
+    read_meta(obj, source)
+    return obj
+
+
+def save_checkpoint(model: GPT, path: str | Path) -> Path:
+    """Write ``model`` as a checkpoint of this project (weights and config; no optimizer or loop state).
+
+    ``SantaCoderLitModule.load_from_checkpoint(path)`` rebuilds the module from it (without an optimizer: to
+    train from these weights use ``model.init_from``); ``santacoder.load(path)`` returns the GPT.
+    """
+    import lightning
+
+    if not isinstance(model, GPT):
+        raise ConfigError(f"save_checkpoint expects a santacoder GPT, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # the tied head under both names, stored once (two .cpu() copies of a GPU tensor would be two tensors)
+    state[MODEL_PREFIX + "lm_head.weight"] = state[MODEL_PREFIX + "transformer.wte.weight"]
+    checkpoint = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": state,
+        "hyper_parameters": {"config": model.config.to_dict(), "optimizer": None, "scheduler": None},
+    }
+    stamp(checkpoint)
+    torch.save(checkpoint, path)
+    return path

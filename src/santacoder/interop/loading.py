@@ -1,0 +1,284 @@
+"""Open a checkpoint in any supported layout, check its weights, build the ``GPT``; the public functions.
+
+``open_checkpoint`` detects the layout and hands the path to its reader:
+
+- a directory with ``config.json``: transformers GPTBigCode or the original santacoder upload (``interop.hf``);
+  a weight file or the config.json inside such a directory stands for the directory;
+- a Megatron-LM save, iteration or rank directory, or a ``model_optim_rng.pt`` / ``model_rng.pt`` file
+  (``interop.megatron``);
+- any other torch file: a checkpoint of this project (its format: ``santacoder.checkpoint``), unless its pickle
+  asks for Megatron's ``args`` (then it is a renamed Megatron file).
+
+Every reader returns a ``Checkpoint`` (layout, shape, stored dtype; the weights read only on demand, in this
+project's parameter names). ``build_model`` checks the weights against the config -- every parameter present,
+nothing extra, every shape as the config implies -- so a checkpoint whose files disagree fails with a message
+naming the tensor, never with a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from santacoder.checkpoint import model_config, model_weights, read_checkpoint, save_checkpoint
+from santacoder.errors import ConfigError
+from santacoder.interop.safe_unpickle import is_megatron_global, pickled_globals
+from santacoder.model import GPT, GPTConfig
+from santacoder.tokenizer import CodeTokenizer, load_tokenizer
+
+LM_HEAD = "lm_head.weight"
+WTE = "transformer.wte.weight"
+# Causal-mask buffers that GPT-2-style modules (the original santacoder code, old GPTBigCode) store next to
+# their weights; our attention builds its mask on the fly.
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+SUPPORTED = (
+    "a .ckpt of this project, a Hugging Face GPTBigCode or original santacoder directory (config.json + "
+    "weights), or a Megatron-LM checkpoint (save directory, iter_*/release directory, or model_optim_rng.pt)"
+)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint opened but (where the format allows) not yet read: its layout, shape and stored dtype."""
+
+    layout: str  # one of LAYOUTS
+    path: Path  # the file or directory holding the weights
+    config: GPTConfig
+    dtype: torch.dtype  # the dtype the weights are stored in
+    read_weights: Callable[[], dict[str, torch.Tensor]]  # this project's names; the tied lm_head left out
+
+    def num_params(self) -> int:
+        """Parameters of the model the checkpoint describes (tied LM head counted once)."""
+        with torch.device("meta"):
+            return GPT(self.config).num_params()
+
+
+def drop_tied_head(weights: dict[str, torch.Tensor], source: str, tied_flag: bool = True) -> dict[str, torch.Tensor]:
+    """Remove ``lm_head.weight`` after checking it is the token embedding: our GPT always ties them."""
+    head = weights.pop(LM_HEAD, None)
+    wte = weights.get(WTE)
+    if head is None:
+        if not tied_flag:
+            raise ConfigError(
+                f"{source} declares untied input and output embeddings but stores no lm_head.weight; "
+                "this project's GPT ties them, so it cannot represent this model"
+            )
+        return weights
+    if wte is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
+        raise ConfigError(
+            f"{source} has an lm_head.weight that differs from its token embedding (untied embeddings); this "
+            "project's GPT ties the LM head to transformer.wte as SantaCoder does, so it cannot load this model"
+        )
+    return weights
+
+
+# Import cycle, resolved by order: the format readers import the definitions above from this module, and this
+# module needs the readers, so they are imported only here, once those definitions exist. Any import of a
+# santacoder.interop module runs the package __init__ first, which imports this module before any reader.
+from santacoder.interop import hf, megatron  # noqa: E402
+from santacoder.interop.hf import save_hf  # noqa: E402
+
+PROJECT_LAYOUT = "lightning"
+LAYOUTS = {
+    PROJECT_LAYOUT: "checkpoint of this project (Lightning .ckpt)",
+    hf.LAYOUT: "Hugging Face transformers GPTBigCode directory",
+    hf.SANTACODER_LAYOUT: "original bigcode/santacoder directory (GPT2LMHeadCustomModel)",
+    megatron.LAYOUT: "Megatron-LM checkpoint",
+}
+CONVERT_TARGETS = ("hf", "ckpt")
+# The dtypes weights can be loaded or converted to, by name (the CLI offers these names), and other spellings.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path`` in whichever supported layout it is (reads configs and headers, not weights)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"checkpoint path {str(path)!r} does not exist; pass {SUPPORTED}")
+    if path.is_file() and hf.is_hf_file(path) and (path.parent / "config.json").is_file():
+        path = path.parent
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return hf.open_checkpoint(path)
+        if megatron.looks_like_megatron(path):
+            return megatron.open_checkpoint(path)
+        raise ConfigError(f"directory {str(path)!r} has no config.json and no Megatron-LM checkpoint; pass {SUPPORTED}")
+    if path.name.endswith(".safetensors"):
+        raise ConfigError(
+            f"{str(path)!r} is a bare safetensors file: it holds weights but no model config. Pass the directory "
+            "holding it together with its config.json."
+        )
+    if path.name in megatron.MODEL_FILES or any(is_megatron_global(g) for g in pickled_globals(path)):
+        return megatron.open_checkpoint(path)
+    return _open_project_checkpoint(path)
+
+
+def _open_project_checkpoint(path: Path) -> Checkpoint:
+    source = f"checkpoint {str(path)!r}"
+    obj = read_checkpoint(path)
+    config = model_config(obj, source)
+    weights = model_weights(obj)
+    wte = weights.get(WTE)
+    dtype = wte.dtype if wte is not None else torch.float32
+    return Checkpoint(PROJECT_LAYOUT, path, config, dtype, lambda: drop_tied_head(dict(weights), source))
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None`` means float32: what training (with or without autocast) and CPU inference expect."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        key = dtype.removeprefix("torch.").lower()
+        key = DTYPE_ALIASES.get(key, key)
+        if key not in DTYPES:
+            raise ConfigError(f"dtype {dtype!r} is not one of {sorted(DTYPES)} (or {sorted(DTYPE_ALIASES)})")
+        return DTYPES[key]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"dtype {dtype!r} must be a floating torch.dtype such as torch.float16")
+    return dtype
+
+
+def check_weights(config: GPTConfig, weights: dict[str, torch.Tensor], source: str) -> None:
+    """A ConfigError unless ``weights`` holds exactly the parameters ``config`` implies, in their shapes."""
+    with torch.device("meta"):
+        expected = {name: t.shape for name, t in GPT(config).state_dict().items() if name != LM_HEAD}
+    missing = [n for n in expected if n not in weights]
+    unexpected = [n for n in weights if n not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
+        raise ConfigError(
+            f"{source}: the weights do not match the model its config describes: {'; '.join(parts)}. "
+            "The checkpoint is incomplete or of a different architecture."
+        )
+    for name, shape in expected.items():
+        if weights[name].shape != shape:
+            raise ConfigError(
+                f"{source}: tensor {name} has shape {tuple(weights[name].shape)} but the config (n_embd="
+                f"{config.n_embd}, n_head={config.n_head}, n_inner={config.inner_dim}, vocab_size="
+                f"{config.vocab_size}, n_positions={config.n_positions}, multi_query={config.multi_query}) "
+                f"implies {tuple(shape)}; the config and the weights disagree"
+            )
+
+
+def build_model(
+    checkpoint: Checkpoint,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str | None = None,
+    attn_impl: str = "auto",
+) -> GPT:
+    """The ``GPT`` of ``checkpoint`` with its weights, on ``device`` in ``dtype``, in eval mode."""
+    dtype = resolve_dtype(dtype)
+    source = f"{checkpoint.layout} checkpoint {str(checkpoint.path)!r}"
+    weights = checkpoint.read_weights()
+    check_weights(checkpoint.config, weights, source)
+    # Build on the meta device and assign the checkpoint's tensors: no time spent on a random init that
+    # would be overwritten, and no second copy of the weights in memory. copy=True so the model never
+    # aliases a memory-mapped file that training may later overwrite.
+    with torch.device("meta"):
+        model = GPT(checkpoint.config, attn_impl=attn_impl)
+    state = {name: t.to(device=device, dtype=dtype, copy=True) for name, t in weights.items()}
+    state[LM_HEAD] = state[WTE]
+    model.load_state_dict(state, strict=True, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters: tie them again
+    return model.eval()
+
+
+def load(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str | None = None,
+    attn_impl: str = "auto",
+) -> GPT:
+    """A ``GPT`` with the weights at ``path``, on ``device``, in eval mode, running attention with ``attn_impl``
+    (see ``santacoder.attention``; checkpoints never store a backend, so any model runs anywhere).
+
+    ``path`` is a Lightning ``.ckpt`` of this project, a transformers GPTBigCode directory, an original
+    ``bigcode/santacoder`` directory, or a Megatron-LM checkpoint (save directory, ``iter_*``/``release``
+    directory or ``model_optim_rng.pt`` file); the layout is detected. ``dtype`` (a torch dtype or a name such
+    as ``"bfloat16"``) defaults to float32 whatever the stored dtype. Raises ``ConfigError`` with an
+    explanation for anything else, including files that are truncated, disagree with their config, or
+    pickle objects a checkpoint never needs (no code from a file is ever run).
+    """
+    return build_model(open_checkpoint(path), device=device, dtype=dtype, attn_impl=attn_impl)
+
+
+def read_checkpoint_config(path: str | Path) -> GPTConfig:
+    """The model shape (and dropouts) of the checkpoint at ``path``, reading as little as the layout allows.
+
+    Hugging Face directories: config.json only; Megatron and Lightning files: the pickle, with the tensors
+    memory-mapped rather than read.
+    """
+    return open_checkpoint(path).config
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    layout: str  # one of LAYOUTS
+    description: str
+    path: Path  # the file or directory the weights are read from
+    config: GPTConfig
+    num_params: int  # tied LM head counted once
+    dtype: torch.dtype  # as stored
+
+    def to_dict(self) -> dict:
+        return {
+            "layout": self.layout,
+            "description": self.description,
+            "path": str(self.path),
+            "config": self.config.to_dict(),
+            "head_dim": self.config.head_dim,
+            "num_params": self.num_params,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Layout, shape, parameter count and stored dtype of a checkpoint, without loading its weights."""
+    checkpoint = open_checkpoint(path)
+    return CheckpointInfo(
+        layout=checkpoint.layout,
+        description=LAYOUTS[checkpoint.layout],
+        path=checkpoint.path,
+        config=checkpoint.config,
+        num_params=checkpoint.num_params(),
+        dtype=checkpoint.dtype,
+    )
+
+
+def convert(
+    source: str | Path,
+    out: str | Path,
+    to: str = "hf",
+    tokenizer: CodeTokenizer | str | Path | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Path:
+    """Convert any supported checkpoint to a transformers GPTBigCode directory (``to="hf"``) or to a checkpoint
+    of this project (``to="ckpt"``; where ``out`` is a directory or ends with "/", ``out/model.ckpt``).
+
+    ``dtype`` defaults to the dtype the source stores. ``tokenizer`` (hf only) is written next to the model.
+    Returns the path written.
+    """
+    if to not in CONVERT_TARGETS:
+        raise ConfigError(f"conversion target {to!r} must be one of {CONVERT_TARGETS}")
+    checkpoint = open_checkpoint(source)
+    model = build_model(checkpoint, dtype=resolve_dtype(dtype) if dtype is not None else checkpoint.dtype)
+    is_dir = str(out).endswith(("/", os.sep)) or Path(out).expanduser().is_dir()
+    out = Path(out).expanduser()
+    if to == "hf":
+        if isinstance(tokenizer, str | Path):
+            tokenizer = load_tokenizer(tokenizer)
+        return save_hf(model, out, tokenizer=tokenizer)
+    if tokenizer is not None:
+        raise ConfigError("a tokenizer is written only with --to hf; checkpoints of this project hold the model only")
+    if is_dir:
+        out = out / "model.ckpt"
+    return save_checkpoint(model, out)
