@@ -13,14 +13,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from santacoder.data.corpus import default_source
-from santacoder.launch import register_resolvers
+from santacoder.hydra_setup import setup_hydra
 from santacoder.tokenizer import CodeTokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(min(2, torch.get_num_threads()))
-register_resolvers()
+setup_hydra()
 
 # Real code with non-ASCII text, plus the two other SantaCoder languages.
 JAVA = """// Grüße aus Java
@@ -36,6 +36,7 @@ function add(a, b) {
 }
 module.exports = { add };
 """
+LANGUAGES = (".py", ".java", ".js")
 STDLIB_PACKAGES = ("json", "email", "collections", "importlib", "logging", "http")
 
 
@@ -57,7 +58,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 def corpus_texts(corpus_dir) -> list[str]:
     from santacoder.data.corpus import Corpus
 
-    return [d.text for d in Corpus(corpus_dir)]
+    return [d.text for d in Corpus(corpus_dir, LANGUAGES)]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from santacoder.attention import causal_attention, xformers_unsupported_reason
+from santacoder.attention import auto_backend, causal_attention, xformers_unsupported_reason
 
 BACKENDS = ("math", "sdpa")
 
@@ -112,9 +112,14 @@ def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
         raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
 
     monkeypatch.setattr(fmha, "memory_efficient_attention", no_kernel)
-    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
-    monkeypatch.setattr("santacoder.attention._AUTO_CHOICE", {})
-    q, k, v = _qkv(1)
-    for _ in range(2):
-        torch.testing.assert_close(causal_attention(q, k, v, impl="auto"), _naive(q, k, v), atol=1e-5, rtol=1e-5)
-    assert len(calls) == 1  # tried once, then remembered
+    monkeypatch.setattr("santacoder.attention._xformers_unsupported", lambda device, dtype, head_dim: None)
+    auto_backend.cache_clear()  # decided again with xformers "available" on this CPU
+    try:
+        q, k, v = _qkv(1)
+        assert auto_backend(q.device, q.dtype, q.shape[-1]) == "xformers"
+        for _ in range(2):
+            out = causal_attention(q, k, v, impl="auto")
+            torch.testing.assert_close(out, _naive(q, k, v), atol=1e-5, rtol=1e-5)
+        assert len(calls) == 2  # each call asks xformers, which refuses, and sdpa answers
+    finally:
+        auto_backend.cache_clear()

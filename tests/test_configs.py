@@ -1,14 +1,18 @@
-"""Every config group composes and instantiates; the 1.1B config matches the paper's model."""
+"""The Hydra configs: every option composes and resolves, model files build their Python presets, loggers
+write into the run directory, and trainers this machine cannot run are refused before any work."""
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from santacoder.model import GPTConfig
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
+from santacoder import GPT, ConfigError, GPTConfig
+from santacoder.launch import is_global_rank_zero
+from santacoder.lit_module import parameter_groups
+from santacoder.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -18,23 +22,42 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group", ["model", "data", "trainer", "logger", "callbacks", "debug", "experiment"])
-def test_group_options_compose(compose_train, group, corpus_dir):
+def test_group_options_compose_and_resolve(compose_train, group, corpus_dir):
     for option in options(group):
         overrides = [f"{group}={option}"]
         if group == "experiment":
             overrides += [f"data.source={corpus_dir}", "data.tokenizer=null"]
-        cfg = compose_train(*overrides)
-        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-        assert cfg.model.config.n_layer > 0
+        OmegaConf.to_container(compose_train(*overrides), resolve=True)  # raises on a broken interpolation
 
 
-@pytest.mark.parametrize("option", [o for o in options("trainer") if o != "fsdp"])
-def test_trainers_instantiate(compose_train, option, tmp_path):
-    cfg = compose_train(
-        f"trainer={option}", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true"
-    )
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    assert trainer.max_steps == cfg.trainer.max_steps
+@pytest.mark.parametrize(
+    "option,preset,decay_embeddings", [("tiny", "tiny", False), ("santacoder_1b", "santacoder-1b", True)]
+)
+def test_model_files_build_their_preset(compose_train, option, preset, decay_embeddings):
+    cfg = compose_train(f"model={option}", "model.config.vocab_size=49280")  # tiny's is null: from the tokenizer
+    with torch.device("meta"):
+        module = instantiate(cfg.model)
+        expected = GPT(GPTConfig.from_name(preset, vocab_size=49280))
+    assert module.config == expected.config
+    assert module.model.num_params() == expected.num_params()
+    if option == "santacoder_1b":
+        assert module.model.num_params() == 1_124_886_528
+    # the weight-decay groups: SantaCoder's Megatron-LM decays the embeddings, tiny exempts them as nanoGPT does
+    groups = parameter_groups(module.model, 0.1, module.decay_embeddings)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert (id(module.model.transformer.wte.weight) in decayed) is decay_embeddings
+    assert not decayed & {id(p) for n, p in module.model.named_parameters() if n.endswith("bias") or ".ln_" in n}
+
+
+def test_a_shape_field_overrides_the_preset(compose_train):
+    cfg = compose_train("model=santacoder_1b", "model.config.n_layer=2")
+    assert GPTConfig(**cfg.model.config) == GPTConfig.from_name("santacoder-1b", n_layer=2)
+
+
+def test_data_config_reads_santacoders_languages(compose_train, corpus_dir):
+    dm = instantiate(compose_train(f"data.source={corpus_dir}").data)
+    names = {doc.name for doc in dm.corpus}
+    assert {"Hello.java", "add.js", "json/decoder.py"} <= names and "notes.md" not in names
 
 
 def test_fsdp_strategy_wraps_and_checkpoints_blocks(compose_train):
@@ -48,50 +71,47 @@ def test_fsdp_strategy_wraps_and_checkpoints_blocks(compose_train):
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}
     assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
     assert strategy.kwargs["use_orig_params"]  # parameter names (and weight-decay groups) survive wrapping
-    assert cfg.trainer.precision == "bf16-mixed"
 
 
 def test_gpu_trainers_default_to_fp16_like_santacoder(compose_train):
     for option in ("gpu", "ddp"):
         assert compose_train(f"trainer={option}").trainer.precision == "16-mixed"
     assert compose_train("trainer=ddp_bf16").trainer.precision == "bf16-mixed"
+    assert compose_train("trainer=fsdp").trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("option", ["gpu", "ddp", "ddp_bf16", "fsdp"])
+def test_gpu_trainers_are_refused_without_cuda_before_any_work(compose_train, corpus_dir, option):
+    cfg = compose_train(
+        f"trainer={option}", *run_overrides.data(corpus_dir, seq_len=32, batch_size=8), "extras.print_config=false"
+    )
+    with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no CUDA GPU"):
+        train(cfg)
+    assert not Path(cfg.paths.data_dir).exists()  # no tokenizer trained, nothing cached
 
 
 @pytest.mark.parametrize("option", options("logger"))
-def test_loggers_instantiate(compose_train, option, monkeypatch):
+def test_loggers_write_into_the_run_directory(compose_train, option, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_train(f"logger={option}")
+    for name, package in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
+        if name in cfg.logger:  # scripts/gpu_check runs on nodes without these packages
+            pytest.importorskip(package, reason=f"{package} is not installed")
+    out = Path(cfg.paths.output_dir)
     loggers = [instantiate(node) for node in cfg.logger.values()]
-    assert loggers
     for lg in loggers:
-        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
+        lg.log_metrics({"train/loss": 1.0}, step=0)
+        lg.finalize("success")
+        if type(lg).__name__ == "WandbLogger":
             lg.experiment.finish()
-
-
-@pytest.mark.parametrize("option", options("callbacks"))
-def test_callbacks_instantiate(compose_train, option):
-    cfg = compose_train(f"callbacks={option}")
-    for node in (cfg.callbacks or {}).values():
-        instantiate(node)
-
-
-def test_model_configs_instantiate(compose_train):
-    for option in options("model"):
-        cfg = compose_train(f"model={option}", "model.config.vocab_size=4096", "model.config.n_layer=1")
-        module = instantiate(cfg.model)
-        assert module.config.n_layer == 1
-
-
-def test_data_config_instantiates(compose_train, corpus_dir):
-    cfg = compose_train(f"data.source={corpus_dir}")
-    dm = instantiate(cfg.data)
-    assert dm.batch_size == cfg.data.batch_size and dm.source == str(corpus_dir)
-
-
-def test_santacoder_1b_yaml_is_the_preset(compose_train):
-    cfg = compose_train("model=santacoder_1b")
-    fields = OmegaConf.to_container(cfg.model.config, resolve=True)
-    assert GPTConfig(**fields) == GPTConfig.from_name("santacoder-1b", initializer_range=0.022)
+    expected = {
+        "CSVLogger": "csv/metrics.csv",
+        "TensorBoardLogger": "tensorboard/events.out.tfevents.*",
+        "WandbLogger": "wandb/offline-run-*/run-*.wandb",
+    }
+    for lg in loggers:
+        assert list(out.glob(expected[type(lg).__name__])), f"{type(lg).__name__} wrote nothing under {out}"
 
 
 def test_santacoder_1b_experiment_has_the_papers_settings(compose_train, corpus_dir):
@@ -101,7 +121,7 @@ def test_santacoder_1b_experiment_has_the_papers_settings(compose_train, corpus_
     assert (cfg.data.fim_rate, cfg.data.fim_spm_rate) == (0.5, 0.5)
     assert cfg.model.optimizer.lr == 2e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.95]
     assert cfg.model.optimizer.weight_decay == 0.1 and cfg.trainer.gradient_clip_val == 1.0
-    assert cfg.model.scheduler.warmup_fraction == 0.02
+    assert cfg.model.scheduler.warmup_fraction == 0.02 and cfg.model.decay_embeddings
 
 
 def test_experiment_trains_a_tokenizer_that_fits_the_embedding(compose_train):
@@ -109,12 +129,20 @@ def test_experiment_trains_a_tokenizer_that_fits_the_embedding(compose_train):
     assert cfg.data.vocab_size <= cfg.model.config.vocab_size == 49280
 
 
-def teardown_module():
-    GlobalHydra.instance().clear()
-
-
-def test_eval_free_compose_without_fixture():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["model.config.n_layer=2", "data.fim_rate=1.0", "trainer.max_steps=20"])
-    assert cfg.model.config.n_layer == 2 and cfg.data.fim_rate == 1.0 and cfg.trainer.max_steps == 20
+@pytest.mark.parametrize(
+    "env,rank_zero",
+    [
+        ({}, True),
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),  # torchrun, rank 0
+        ({"RANK": "3", "LOCAL_RANK": "1"}, False),  # torchrun
+        ({"SLURM_PROCID": "5"}, False),  # srun
+        ({"LOCAL_RANK": "1"}, False),  # a process Lightning's launcher started on node 0
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # the first process of node 1
+    ],
+)
+def test_global_rank_zero_from_the_launchers_environment(monkeypatch, env, rank_zero):
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_global_rank_zero() is rank_zero

@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
 from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.datamodule import CodeDataModule
 from santacoder.data.dataset import IGNORE_INDEX, EpochSampler, PackedFIMDataset
+
+LANGUAGES = (".py", ".java", ".js")
 
 
 def datamodule(corpus_dir, tmp_path, **overrides) -> CodeDataModule:
@@ -24,18 +27,19 @@ def datamodule(corpus_dir, tmp_path, **overrides) -> CodeDataModule:
         val_fraction=0.1,
         cache_dir=str(tmp_path / "cache"),
         num_workers=0,
+        seed=1234,
     )
-    return CodeDataModule(**{**args, **overrides})
+    return run_overrides.datamodule(**{**args, **overrides})
 
 
 def test_directory_corpus_filters_extensions_and_skips_bad_files(corpus_dir, caplog):
-    corpus = Corpus(corpus_dir)
+    corpus = Corpus(corpus_dir, LANGUAGES)
     names = [d.name for d in corpus]
     assert "Hello.java" in names and "add.js" in names and "json/decoder.py" in names
     assert "notes.md" not in names and "latin1.py" not in names
     assert corpus.skipped.not_utf8 == 1
     assert "skipped 1 documents" in caplog.text
-    assert names == [d.name for d in Corpus(corpus_dir)]  # deterministic order
+    assert names == [d.name for d in Corpus(corpus_dir, LANGUAGES)]  # deterministic order
     assert [d.name for d in Corpus(corpus_dir, extensions=(".java",))] == ["Hello.java"]
 
 
@@ -45,12 +49,12 @@ def test_table_corpora(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
         f.write(json.dumps(rows[0]) + "\n")
     pq.write_table(pa.table({"content": ["class C {}\n", "int x;\n"]}), tmp_path / "c.parquet")
-    corpus = Corpus(tmp_path)
+    corpus = Corpus(tmp_path, LANGUAGES)
     docs = list(corpus)
     assert [d.name for d in docs] == ["a.jsonl:0", "a.jsonl:1", "b.jsonl.gz:0", "c.parquet:0", "c.parquet:1"]
     assert docs[-1].text == "int x;\n"
     assert corpus.skipped.no_content == 1
-    assert [d.text for d in Corpus(tmp_path / "c.parquet")] == ["class C {}\n", "int x;\n"]
+    assert [d.text for d in Corpus(tmp_path / "c.parquet", LANGUAGES)] == ["class C {}\n", "int x;\n"]
 
 
 @pytest.mark.parametrize(
@@ -133,9 +137,9 @@ def test_split_is_by_document_and_deterministic(corpus_dir, tmp_path):
     dm = datamodule(corpus_dir, tmp_path)
     dm.prepare_data()
     dm.setup()
-    val_names = {d.name for d in Corpus(corpus_dir) if is_validation(d.name, 0.1)}
+    val_names = {d.name for d in Corpus(corpus_dir, LANGUAGES) if is_validation(d.name, 0.1)}
     assert dm.datasets["val"].store.num_docs == len(val_names) > 0
-    n_docs = len(list(Corpus(corpus_dir)))
+    n_docs = len(list(Corpus(corpus_dir, LANGUAGES)))
     assert dm.datasets["train"].store.num_docs == n_docs - len(val_names)
 
 
@@ -176,9 +180,7 @@ def test_too_small_split_is_a_clear_error(tmp_path):
     src = tmp_path / "small"
     src.mkdir()
     (src / "a.py").write_text("x = 1\n")
-    dm = CodeDataModule(
-        source=str(src), vocab_size=300, seq_len=64, batch_size=1, val_fraction=0.5, cache_dir=str(tmp_path / "cache")
-    )
+    dm = datamodule(src, tmp_path, vocab_size=300, seq_len=64, batch_size=1, val_fraction=0.5)
     dm.prepare_data()
     with pytest.raises(ConfigError, match="too few for one sample of data.seq_len=64"):
         dm.setup()

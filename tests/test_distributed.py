@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
-from santacoder import ConfigError
+from santacoder import ConfigError, GPTConfig
+from santacoder.throughput import measured_flops_per_batch
 from santacoder.train import refuse_multirun_with_ddp, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,8 @@ def test_ddp_cpu_two_processes_see_disjoint_samples(corpus_dir, tmp_path):
             str(ROOT / "train.py"),
             "trainer=ddp_cpu",
             "trainer.devices=2",
+            "callbacks.throughput.window_size=3",
+            "callbacks.throughput.peak_flops=1e12",  # a stand-in peak, so MFU is computed on CPU too
             *overrides(corpus_dir, record_dir),
         ],
         tmp_path,
@@ -85,6 +88,13 @@ def test_ddp_cpu_two_processes_see_disjoint_samples(corpus_dir, tmp_path):
     runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1  # both ranks wrote into one run directory
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file() and (runs[0] / "metrics.json").is_file()
+    # throughput: global = 2 x per device; MFU per device from the FLOPs of one device's micro batch (4 x 32)
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["train/tokens_per_sec"] == pytest.approx(2 * metrics["train/device/tokens_per_sec"])
+    config = GPTConfig(vocab_size=512, n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=64)
+    flops_per_token = measured_flops_per_batch(config, 4, 32) / (4 * 32)
+    expected_mfu = metrics["train/device/tokens_per_sec"] * flops_per_token / 1e12
+    assert metrics["train/mfu"] == pytest.approx(expected_mfu, rel=0.05)
 
 
 @pytest.mark.slow
@@ -151,7 +161,9 @@ def test_fp16_overflowing_steps_are_skipped_and_counted():
             return loss * (float("inf") if batch_idx in (2, 5) else 1.0)
 
     torch.manual_seed(0)
-    module = Overflowing(dict(vocab_size=128, n_positions=16, n_embd=32, n_layer=1, n_head=2, attn_impl="sdpa"))
+    module = Overflowing(
+        dict(vocab_size=128, n_positions=16, n_embd=32, n_layer=1, n_head=2), **run_overrides.training_options()
+    )
     data = [{"input_ids": torch.randint(0, 128, (2, 16)), "labels": torch.randint(0, 128, (2, 16))} for _ in range(8)]
     monitor = LossScaleMonitor()
     scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)

@@ -99,15 +99,28 @@ def test_same_seed_same_sample(tokenizer, stream):
     assert not np.array_equal(a, c)
 
 
-def test_growth_is_truncated_and_shrink_is_padded(tokenizer):
+def test_growth_is_truncated(tokenizer):
     doc = tokenizer.encode("print('hello world')\n" * 20)
     sample = np.asarray(doc[:64], dtype=np.int64)
     grown = fim_sample(sample, tokenizer, np.random.default_rng(0), fim_rate=1.0, spm_rate=0.0)
     assert len(grown) == 64 and grown[0] == tokenizer.fim_prefix_id
-    # a segment whose FIM form is shorter (re-tokenisation merges across the cut) is padded, never shortened
-    pad = np.full(10, tokenizer.fim_pad_id)
-    padded = fim_sample(np.concatenate([sample[:20], pad]), tokenizer, np.random.default_rng(0), 0.0, 0.0)
-    assert len(padded) == 30
+    assert tokenizer.fim_pad_id not in grown
+
+
+def test_a_segment_that_shrinks_is_padded(tokenizer):
+    """A segment spelled with one token per byte (as a sample cut inside a character, or a tokenizer that did
+    not merge, can be) is re-encoded by FIM into fewer tokens: the sample keeps its length with <fim-pad>."""
+    text = "def add(a, b):\n    return a + b\n"
+    one_token_per_byte = [tokenizer.encode_bytes(bytes([b]))[0] for b in text.encode()]
+    sample = np.asarray(one_token_per_byte + [tokenizer.eod_id], dtype=np.int64)
+    out = fim_sample(sample, tokenizer, np.random.default_rng(0), fim_rate=1.0, spm_rate=0.5)
+    assert out.shape == sample.shape and out.dtype == sample.dtype
+    n_pad = int((out == tokenizer.fim_pad_id).sum())
+    assert n_pad > 0 and (out[-n_pad:] == tokenizer.fim_pad_id).all()  # padding only at the end
+    body = out[:-n_pad].tolist()
+    assert body[-1] == tokenizer.eod_id  # the document's <|endoftext|> survives
+    restored = undo_fim_segment(body[:-1], tokenizer)
+    assert tokenizer.decode_bytes(restored) == text.encode()
 
 
 def test_broken_layouts_are_rejected(tokenizer):

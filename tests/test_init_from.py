@@ -28,7 +28,7 @@ def overrides(corpus_dir, init_from, *extra: str) -> list[str]:
 @pytest.fixture()
 def hf_dir(tmp_path) -> Path:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=512, n_positions=64, n_embd=48, n_layer=3, n_head=4, attn_impl="math"))
+    model = GPT(GPTConfig(vocab_size=512, n_positions=64, n_embd=48, n_layer=3, n_head=4))
     return save_hf(model, tmp_path / "hf")
 
 

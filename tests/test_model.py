@@ -17,7 +17,6 @@ def tiny(**overrides) -> GPTConfig:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         resid_pdrop=0.0,
-        attn_impl="math",
     )
     return GPTConfig(**{**base, **overrides})
 
@@ -38,7 +37,7 @@ def test_mha_ablation_is_larger():
 
 
 def test_logits_shape_and_tied_head():
-    model = GPT(tiny())
+    model = GPT(tiny(), attn_impl="math")
     logits = model(torch.randint(0, 97, (2, 11)))
     assert logits.shape == (2, 11, 97)
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -47,19 +46,39 @@ def test_logits_shape_and_tied_head():
 @pytest.mark.parametrize("multi_query", [True, False])
 def test_backends_give_the_same_logits(multi_query):
     torch.manual_seed(0)
-    model = GPT(tiny(multi_query=multi_query)).eval()
+    model = GPT(tiny(multi_query=multi_query), attn_impl="math").eval()
     ids = torch.randint(0, 97, (2, 20))
     ref = model(ids)
     for impl in ("sdpa", "auto"):
-        for block in model.transformer.h:
-            block.attn.attn_impl = impl
+        assert model.set_attn_impl(impl).attn_impl == impl
+        assert all(block.attn.attn_impl == impl for block in model.transformer.h)
         torch.testing.assert_close(model(ids), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_the_attention_backend_is_not_part_of_the_model():
+    """How attention runs is chosen where the model runs: not in the config, the state dict or a checkpoint."""
+    a, b = GPT(tiny(), attn_impl="math"), GPT(tiny(), attn_impl="sdpa")
+    assert a.config == b.config and "attn_impl" not in a.config.to_dict()
+    assert a.state_dict().keys() == b.state_dict().keys()
+    with pytest.raises(ConfigError, match="attn_impl='flash' must be one of"):
+        GPT(tiny(), attn_impl="flash")
+    with pytest.raises(ConfigError, match="attn_impl='flash' must be one of"):
+        a.set_attn_impl("flash")
+
+
+def test_config_from_a_stored_dict():
+    stored = {**tiny().to_dict(), "attn_impl": "xformers"}  # as checkpoints written before format 1 hold it
+    assert GPTConfig.from_dict(stored) == tiny()
+    with pytest.raises(ConfigError, match=r"old.ckpt has fields GPTConfig does not know: \['rotary'\]"):
+        GPTConfig.from_dict({**tiny().to_dict(), "rotary": True}, source="old.ckpt")
+    with pytest.raises(ConfigError, match="old.ckpt is incomplete: .*n_head"):
+        GPTConfig.from_dict({k: v for k, v in tiny().to_dict().items() if k != "n_head"}, source="old.ckpt")
 
 
 @pytest.mark.parametrize("multi_query", [True, False])
 def test_kv_cache_decoding_matches_full_forward(multi_query):
     torch.manual_seed(0)
-    model = GPT(tiny(multi_query=multi_query, attn_impl="sdpa")).eval()
+    model = GPT(tiny(multi_query=multi_query), attn_impl="sdpa").eval()
     ids = torch.randint(0, 97, (2, 12))
     full = model(ids)
     logits, cache = model(ids[:, :8], return_kv_cache=True)
@@ -81,7 +100,7 @@ def test_causality_future_tokens_do_not_change_the_past():
 
 def test_init_follows_megatron():
     torch.manual_seed(0)
-    cfg = tiny(n_embd=256, n_layer=8, n_head=8, vocab_size=4000)
+    cfg = tiny(n_embd=256, n_layer=8, n_head=8, vocab_size=4000, initializer_range=0.022)
     model = GPT(cfg)
     block = model.transformer.h[0]
     assert block.attn.c_attn.weight.std().item() == pytest.approx(0.022, rel=0.05)
@@ -102,7 +121,6 @@ def test_too_long_input_is_an_error():
         (dict(n_embd=50), "n_embd=50 must be divisible by n_head=4"),
         (dict(n_layer=0), "n_layer=0 must be a positive integer"),
         (dict(attn_pdrop=1.5), "attn_pdrop=1.5 must be in"),
-        (dict(attn_impl="flash"), "attn_impl='flash' must be one of"),
         (dict(n_inner=-1), "n_inner=-1"),
     ],
 )
@@ -112,7 +130,9 @@ def test_bad_config_values_name_the_field(overrides, match):
 
 
 def test_presets():
-    assert GPTConfig.from_name("santacoder-1b").inner_dim == 8192
+    paper = GPTConfig.from_name("santacoder-1b")
+    assert (paper.inner_dim, paper.n_kv_head, paper.head_dim, paper.initializer_range) == (8192, 1, 128, 0.022)
+    assert (paper.embd_pdrop, paper.attn_pdrop, paper.resid_pdrop) == (0.1, 0.1, 0.1)
     assert GPTConfig.from_name("tiny", n_layer=2).n_layer == 2
     with pytest.raises(ConfigError, match="unknown model preset 'gpt5'"):
         GPTConfig.from_name("gpt5")

@@ -7,12 +7,14 @@ from santacoder.model import GPTConfig
 from santacoder.throughput import analytic_flops_per_token, measured_flops_per_batch, peak_flops
 
 
-@pytest.mark.parametrize("name,batch,seq_len", [("tiny", 4, 256), ("santacoder-1b", 2, 2048)])
-def test_measured_flops_agree_with_6n_plus_attention(name, batch, seq_len):
+# The README promises agreement within 0.05% for the 1.1B model at 2048 tokens (measured: 0.042%). The estimate
+# is coarser for a tiny model (measured: 0.41%), where small terms weigh more.
+@pytest.mark.parametrize("name,batch,seq_len,rel", [("tiny", 4, 256, 5e-3), ("santacoder-1b", 2, 2048, 5e-4)])
+def test_measured_flops_agree_with_6n_plus_attention(name, batch, seq_len, rel):
     config = GPTConfig.from_name(name)
     measured = measured_flops_per_batch(config, batch, seq_len)  # on the meta device: no memory, no time
     analytic = analytic_flops_per_token(config, seq_len) * batch * seq_len
-    assert measured == pytest.approx(analytic, rel=0.01)
+    assert measured == pytest.approx(analytic, rel=rel)
 
 
 def test_santacoder_flops_per_token():

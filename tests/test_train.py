@@ -114,12 +114,14 @@ def test_resuming_mid_epoch_continues_exactly_like_an_uninterrupted_run(compose_
         (["model.config.n_head=3"], "model.config.n_embd=64 must be divisible by n_head=3"),
         (["model.config.vocab_size=300"], "model.config.vocab_size=300 is smaller than the tokenizer's 512"),
         (["data.batch_size=6", "trainer.accumulate_grad_batches=4"], "data.batch_size=6 .* must be divisible"),
-        (["model.config.attn_impl=xformers"], "attn_impl=xformers needs a CUDA GPU"),
+        (["model.attn_impl=xformers"], "model.attn_impl=xformers needs a CUDA GPU"),
+        (["model.attn_impl=flash"], "model.attn_impl='flash' must be one of"),
+        (["trainer.accelerator=gpu"], "trainer.accelerator=gpu but this machine has no CUDA GPU"),
     ],
 )
 def test_bad_values_stop_before_training(compose_train, corpus_dir, overrides, match):
-    if "xformers" in overrides[0] and torch.cuda.is_available():
-        pytest.skip("xformers is valid where CUDA exists")
+    if ("xformers" in overrides[0] or "gpu" in overrides[0]) and torch.cuda.is_available():
+        pytest.skip("valid where CUDA exists")
     cfg = compose_train(*small(corpus_dir), *overrides)
     with pytest.raises(ConfigError, match=match):
         train(cfg)

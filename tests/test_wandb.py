@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
-from santacoder.train import train
-from wandb_records import config, history, run_id
+pytest.importorskip("wandb", reason="W&B is not installed (scripts/gpu_check runs on nodes without it)")
+
+import run_overrides  # noqa: E402 (tests/run_overrides.py; pytest puts tests/ on sys.path)
+from santacoder.train import train  # noqa: E402
+from wandb_records import config, history, run_id  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,9 @@ Backends:
 - ``xformers``: ``xformers.ops.memory_efficient_attention`` with K/V expanded by a stride-0 view (no copy);
   CUDA only.
 - ``auto``: xformers when the inputs are on CUDA and xformers can run them, else sdpa.
+
+Which backend runs is a runtime choice (``GPT(config, attn_impl=...)``, Hydra's ``model.attn_impl``), never
+saved with a model: a model trained with xformers on a GPU runs with sdpa on a laptop.
 """
 
 from __future__ import annotations
@@ -27,9 +30,18 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from santacoder.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ATTN_IMPLS = ("auto", "xformers", "sdpa", "math")
+
+
+def check_attn_impl(impl: str) -> str:
+    """``impl`` if it names a backend, else a ConfigError listing them."""
+    if impl not in ATTN_IMPLS:
+        raise ConfigError(f"attn_impl={impl!r} must be one of {ATTN_IMPLS}")
+    return impl
 
 
 def causal_attention(
@@ -41,14 +53,7 @@ def causal_attention(
 ) -> torch.Tensor:
     """Causal self-attention with the backend named by ``impl`` (see the module docstring)."""
     if impl == "auto":
-        impl = _auto_backend(q)
-        if impl == "xformers":
-            try:
-                return _xformers(q, k, v, dropout_p)
-            except NotImplementedError as e:  # xformers imports but has no kernel for these inputs
-                _AUTO_CHOICE[(str(q.device), q.dtype, q.shape[-1])] = "sdpa"
-                log.warning("xformers has no kernel for these inputs (%s); attn_impl='auto' uses sdpa instead", e)
-                impl = "sdpa"
+        return _auto(q, k, v, dropout_p)
     if impl == "sdpa":
         return _sdpa(q, k, v, dropout_p)
     if impl == "math":
@@ -61,6 +66,15 @@ def causal_attention(
             )
         return _xformers(q, k, v, dropout_p)
     raise ValueError(f"unknown attention backend {impl!r}; expected one of {ATTN_IMPLS}")
+
+
+def _auto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    if auto_backend(q.device, q.dtype, q.shape[-1]) == "xformers":
+        try:
+            return _xformers(q, k, v, dropout_p)
+        except NotImplementedError as e:  # xformers imports but has no kernel for these particular inputs
+            _warn_once(f"xformers has no kernel for these inputs ({e}); attn_impl='auto' uses sdpa for them")
+    return _sdpa(q, k, v, dropout_p)
 
 
 def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
@@ -108,13 +122,17 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
 
 def xformers_unsupported_reason(q: torch.Tensor) -> str | None:
     """Why xformers cannot run attention on tensors like ``q``, or None when it can."""
-    if q.device.type != "cuda":
-        return f"xformers kernels are CUDA-only and the inputs are on {q.device.type}"
+    return _xformers_unsupported(q.device, q.dtype, q.shape[-1])
+
+
+def _xformers_unsupported(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
+    if device.type != "cuda":
+        return f"xformers kernels are CUDA-only and the inputs are on {device.type}"
     if not _xformers_importable():
         return "the xformers package (with its CUDA kernels) is not importable"
-    if q.shape[-1] > 256:
-        return f"head size {q.shape[-1]} is larger than xformers' limit of 256"
-    if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device) < (8, 0):
+    if head_dim > 256:
+        return f"head size {head_dim} is larger than xformers' limit of 256"
+    if dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) < (8, 0):
         return "bf16 needs a GPU of compute capability 8.0 or newer"
     return None
 
@@ -130,16 +148,18 @@ def _xformers_importable() -> bool:
     return True
 
 
-# The backend "auto" chose per (device, dtype, head size): decided and logged once, not in every layer's forward.
-# A NotImplementedError from xformers turns an entry into "sdpa".
-_AUTO_CHOICE: dict[tuple, str] = {}
+# functools.cache below is the only state: a pure function of the machine (installed packages, GPU), so
+# the choice is made and logged once per device, dtype and head size rather than in every layer's forward.
+@functools.cache
+def auto_backend(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+    """The backend ``attn_impl="auto"`` uses for inputs on ``device`` in ``dtype`` with heads of ``head_dim``:
+    xformers where it can run them, else sdpa."""
+    reason = _xformers_unsupported(device, dtype, head_dim)
+    choice = "sdpa" if reason is not None else "xformers"
+    log.info("attn_impl='auto' uses %s on %s/%s%s", choice, device, dtype, f" ({reason})" if reason else "")
+    return choice
 
 
-def _auto_backend(q: torch.Tensor) -> str:
-    key = (str(q.device), q.dtype, q.shape[-1])
-    if key not in _AUTO_CHOICE:
-        reason = xformers_unsupported_reason(q)
-        _AUTO_CHOICE[key] = "sdpa" if reason is not None else "xformers"
-        why = f" ({reason})" if reason else ""
-        log.info("attn_impl='auto' uses %s on %s/%s%s", _AUTO_CHOICE[key], q.device, q.dtype, why)
-    return _AUTO_CHOICE[key]
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)

@@ -18,6 +18,7 @@ class LossScaleMonitor(Callback):
     def __init__(self) -> None:
         self.skipped_steps = 0
         self._last_scale: float | None = None
+        self._last_step: int | None = None
 
     @staticmethod
     def _scaler(trainer) -> torch.amp.GradScaler | None:
@@ -26,8 +27,11 @@ class LossScaleMonitor(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         scaler = self._scaler(trainer)
-        if scaler is None or trainer.fit_loop._should_accumulate():
+        # Lightning counts an optimizer step in global_step even when the scaler skips it, so an unchanged
+        # global_step means this batch only accumulated gradients: the scale has not been updated yet.
+        if scaler is None or trainer.global_step == self._last_step:
             return
+        self._last_step = trainer.global_step
         scale = float(scaler.get_scale())
         if self._last_scale is not None and scale < self._last_scale:
             self.skipped_steps += 1

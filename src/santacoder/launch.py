@@ -1,23 +1,21 @@
 """What a training process needs to know about how it was launched (SLURM, torchrun, Lightning's own
-subprocesses) before Hydra starts: a run id shared by all ranks, and whether this process is rank 0."""
+subprocesses) before Hydra starts: a run id shared by all ranks, and whether this process is global rank 0."""
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
 
-from omegaconf import OmegaConf
+# Each launcher tells a process its place in the job through some of these: torchrun sets RANK (and
+# LOCAL_RANK), SLURM's srun sets SLURM_PROCID, Lightning's own launcher sets LOCAL_RANK and NODE_RANK for the
+# processes it starts.
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
 
-RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK")
 
-
-def global_rank() -> int:
-    """This process's rank from the launcher's environment (0 when not launched as a distributed job)."""
-    for name in RANK_VARIABLES:
-        value = os.environ.get(name)
-        if value not in (None, ""):
-            return int(value)
-    return 0
+def is_global_rank_zero() -> bool:
+    """Whether this process is rank 0 of its job: no launcher variable says otherwise. True outside
+    distributed jobs. (Global rank 0 is rank 0 on node 0, so a non-zero LOCAL_RANK or NODE_RANK rules it out.)"""
+    return all(os.environ.get(name) in (None, "", "0") for name in RANK_VARIABLES)
 
 
 def run_id() -> str:
@@ -34,19 +32,3 @@ def run_id() -> str:
     if os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
         return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
-
-
-def non_zero_rank_overrides() -> list[str]:
-    """Hydra overrides that keep ranks other than 0 from writing the run's config copy and log file."""
-    if global_rank() == 0:
-        return []
-    return [
-        "hydra.output_subdir=null",
-        "hydra.job_logging.root.handlers=[console]",
-        "+hydra.job_logging.handlers.file.delay=true",
-    ]

@@ -1,8 +1,11 @@
-"""The LightningModule: next-token cross-entropy, AdamW with SantaCoder's parameter groups, warmup + cosine.
+"""The LightningModule: next-token cross-entropy, AdamW with weight-decay groups, warmup + cosine.
 
-All constructor arguments are plain values (dicts, numbers, strings), saved as hyper-parameters, so a
-checkpoint rebuilds its module with ``SantaCoderLitModule.load_from_checkpoint(path)``. ``optimizer`` and
-``scheduler`` are Hydra nodes (``_target_`` + ``_partial_: true``) instantiated here when training starts.
+All constructor arguments are plain values (dicts, numbers, strings). What the model is and how it was
+trained (``config``, ``optimizer``, ``scheduler``, ``decay_embeddings``) is saved as hyper-parameters, so a
+checkpoint rebuilds its module with ``SantaCoderLitModule.load_from_checkpoint(path)``; how it runs
+(``attn_impl``, ``activation_checkpointing``, ``compile``) is not saved and is chosen anew where it runs.
+``optimizer`` and ``scheduler`` are Hydra nodes (``_target_`` + ``_partial_: true``) instantiated here when
+training starts; their defaults live in ``configs/model/module/default.yaml`` only.
 """
 
 from __future__ import annotations
@@ -18,28 +21,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
+from santacoder.checkpoint import read_meta, stamp
 from santacoder.data.dataset import IGNORE_INDEX
+from santacoder.errors import ConfigError
 from santacoder.model import GPT, GPTConfig
 from santacoder.throughput import analytic_flops_per_token, measured_flops_per_batch
 
-DEFAULT_OPTIMIZER = {
-    "_target_": "torch.optim.AdamW",
-    "_partial_": True,
-    "lr": 2e-4,
-    "betas": [0.9, 0.95],
-    "eps": 1e-8,
-    "weight_decay": 0.1,
-}
-DEFAULT_SCHEDULER = {
-    "_target_": "santacoder.lit_module.warmup_cosine_schedule",
-    "_partial_": True,
-    "warmup_fraction": 0.02,
-    "min_lr_ratio": 0.1,
-}
-
 
 def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.02, min_lr_ratio: float = 0.1
+    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_fraction: float, min_lr_ratio: float
 ) -> LambdaLR:
     """Linear warmup over ``warmup_fraction * total_steps``, then cosine decay to ``min_lr_ratio * lr``."""
     warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
@@ -53,8 +43,13 @@ def _warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> floa
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on the matrices of linear layers only; biases, LayerNorms and embeddings are exempt."""
+def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_embeddings: bool) -> list[dict]:
+    """AdamW groups: biases and LayerNorm parameters never decay; linear weights always do; embeddings (token
+    and position tables, and with them the tied LM head) decay when ``decay_embeddings``.
+
+    ``decay_embeddings=True`` is Megatron-LM's rule, so SantaCoder's: only biases and norms are exempt.
+    ``False`` also exempts the embeddings, as nanoGPT and minGPT do.
+    """
     decay, no_decay = [], []
     seen: set[int] = set()
     for module in model.modules():
@@ -62,8 +57,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             if id(param) in seen or not param.requires_grad:
                 continue  # the tied LM head is the token embedding: count it once
             seen.add(id(param))
-            is_matrix = isinstance(module, torch.nn.Linear) and name == "weight"
-            (decay if is_matrix else no_decay).append(param)
+            if isinstance(module, torch.nn.Linear) and name == "weight":
+                decays = True
+            elif isinstance(module, torch.nn.Embedding):
+                decays = decay_embeddings
+            else:  # biases and LayerNorm weights
+                decays = False
+            (decay if decays else no_decay).append(param)
     # names show up in LearningRateMonitor's metric names (lr-AdamW/decay)
     return [
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
@@ -76,16 +76,21 @@ def _plain(value):
 
 
 class SantaCoderLitModule(L.LightningModule):
-    """``activation_checkpointing`` recomputes each block's activations in the backward pass (less memory, ~30%
-    more compute); ``compile`` compiles each block with ``torch.compile`` in place, so parameter names and
-    checkpoints stay unchanged (no ``_orig_mod.`` prefixes); ``init_from`` starts from the weights of any
-    checkpoint that ``santacoder.load`` reads (this project's, Hugging Face, original santacoder, Megatron-LM)."""
+    """``attn_impl`` picks the attention backend (see santacoder.attention); ``activation_checkpointing``
+    recomputes each block's activations in the backward pass (less memory, ~30% more compute); ``compile``
+    compiles each block with ``torch.compile`` in place, so parameter names and checkpoints stay unchanged (no
+    ``_orig_mod.`` prefixes); ``init_from`` starts from the weights of any checkpoint that ``santacoder.load``
+    reads (this project's, Hugging Face, original santacoder, Megatron-LM); ``decay_embeddings`` see
+    ``parameter_groups``. Without ``optimizer`` (a module rebuilt from a converted checkpoint) it can be used
+    but not trained."""
 
     def __init__(
         self,
         config: dict,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        decay_embeddings: bool = False,
+        attn_impl: str = "auto",
         activation_checkpointing: bool = False,
         compile: bool = False,
         init_from: str | None = None,
@@ -93,25 +98,25 @@ class SantaCoderLitModule(L.LightningModule):
         super().__init__()
         # Plain containers only, so checkpoints load with weights_only=True (no OmegaConf objects inside).
         config, optimizer, scheduler = (_plain(x) for x in (config, optimizer, scheduler))
+        self.config = GPTConfig.from_dict(config, source="model.config")
         self.save_hyperparameters(
             {
-                "config": config,
+                "config": self.config.to_dict(),
                 "optimizer": optimizer,
                 "scheduler": scheduler,
-                "activation_checkpointing": bool(activation_checkpointing),
-                "compile": bool(compile),
+                "decay_embeddings": bool(decay_embeddings),
             }
         )
-        self.config = GPTConfig(**config)
-        self.model = GPT(self.config)
+        self.model = GPT(self.config, attn_impl=attn_impl)
         if init_from:  # not a hyper-parameter: a checkpoint of this module already holds the weights
             self.init_weights_from(init_from)
         self.model.activation_checkpointing = bool(activation_checkpointing)
         self.compile_blocks = bool(compile)
-        self.optimizer_cfg = optimizer or DEFAULT_OPTIMIZER
-        self.scheduler_cfg = scheduler or DEFAULT_SCHEDULER
+        self.optimizer_cfg = optimizer
+        self.scheduler_cfg = scheduler
+        self.decay_embeddings = bool(decay_embeddings)
         self.val_loss = MeanMetric()
-        self.flops_per_batch: int | None = None  # read by the throughput monitor (all devices together)
+        self.flops_per_batch: int | None = None  # read by the throughput monitor (one micro batch, one device)
         self.analytic_flops_per_batch: float | None = None
 
     def init_weights_from(self, path: str) -> None:
@@ -133,11 +138,9 @@ class SantaCoderLitModule(L.LightningModule):
         trainer = self.trainer
         micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
         seq_len = datamodule.seq_len
-        # ThroughputMonitor expects the FLOPs of one step's batch on all devices together
-        self.flops_per_batch = measured_flops_per_batch(self.config, micro, seq_len) * trainer.world_size
-        self.analytic_flops_per_batch = (
-            analytic_flops_per_token(self.config, seq_len) * micro * seq_len * trainer.world_size
-        )
+        # the FLOPs of one micro batch on one device, as Lightning's Throughput counts them
+        self.flops_per_batch = measured_flops_per_batch(self.config, micro, seq_len)
+        self.analytic_flops_per_batch = analytic_flops_per_token(self.config, seq_len) * micro * seq_len
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
@@ -165,15 +168,22 @@ class SantaCoderLitModule(L.LightningModule):
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
 
     def configure_optimizers(self):
+        if self.optimizer_cfg is None or self.scheduler_cfg is None:
+            raise ConfigError(
+                "this module has no optimizer or scheduler config (it was rebuilt from a converted checkpoint); "
+                "to train from these weights use model.init_from=<checkpoint> with the configs of configs/model/"
+            )
         opt_cfg = dict(self.optimizer_cfg)
         weight_decay = opt_cfg.pop("weight_decay", 0.0)
-        optimizer = instantiate(opt_cfg)(parameter_groups(self.model, weight_decay))
+        optimizer = instantiate(opt_cfg)(parameter_groups(self.model, weight_decay, self.decay_embeddings))
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(dict(self.scheduler_cfg))(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Remember the W&B run, so resuming from this checkpoint continues the same run (see train.py)
-        for lg in self.trainer.loggers:
-            if type(lg).__name__ == "WandbLogger":
-                checkpoint["wandb_run_id"] = lg.version
+        # The W&B run is remembered so that resuming from this checkpoint continues it (see train.py)
+        wandb_ids = [lg.version for lg in self.trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        stamp(checkpoint, wandb_run_id=wandb_ids[0] if wandb_ids else None)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        read_meta(checkpoint)  # refuses a file of a newer format before Lightning restores anything from it

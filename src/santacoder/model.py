@@ -15,27 +15,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from santacoder.attention import ATTN_IMPLS, causal_attention
+from santacoder.attention import causal_attention, check_attn_impl
 from santacoder.errors import ConfigError
 
 
 @dataclass
 class GPTConfig:
-    """Model shape and regularisation; field names are those of transformers' ``GPTBigCodeConfig``."""
+    """What the model *is*: its shape and regularisation, saved with every checkpoint. Field names are those of
+    transformers' ``GPTBigCodeConfig``, and so are the defaults of the optional fields; the shape has no default
+    (named shapes are in ``PRESETS``). How the model runs (attention backend, device, dtype) is not part of it:
+    see ``GPT(config, attn_impl=...)``."""
 
-    vocab_size: int = 49280
-    n_positions: int = 2048
-    n_embd: int = 2048
-    n_layer: int = 24
-    n_head: int = 16
+    vocab_size: int  # embedding rows (>= the tokenizer's size; SantaCoder pads 49157 tokens to 49280)
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
     n_inner: int | None = None  # MLP width; None means 4 * n_embd
     multi_query: bool = True  # True: one K/V head shared by all query heads (MQA)
     layer_norm_epsilon: float = 1e-5
     embd_pdrop: float = 0.1
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
-    initializer_range: float = 0.022  # SantaCoder's Megatron --init-method-std
-    attn_impl: str = "auto"  # "auto" | "xformers" | "sdpa" | "math"
+    initializer_range: float = 0.02  # std of the normal init (SantaCoder trained with 0.022: see PRESETS)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -55,8 +57,6 @@ class GPTConfig:
                 raise ConfigError(f"GPTConfig.{name}={value!r} must be in [0, 1)")
         if self.layer_norm_epsilon <= 0 or self.initializer_range <= 0:
             raise ConfigError("GPTConfig.layer_norm_epsilon and initializer_range must be positive")
-        if self.attn_impl not in ATTN_IMPLS:
-            raise ConfigError(f"GPTConfig.attn_impl={self.attn_impl!r} must be one of {ATTN_IMPLS}")
 
     @property
     def head_dim(self) -> int:
@@ -77,15 +77,35 @@ class GPTConfig:
             raise ConfigError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
+    @classmethod
+    def from_dict(cls, fields: dict, source: str = "model config") -> GPTConfig:
+        """A GPTConfig from a stored dict (a checkpoint's). Runtime choices that older checkpoints stored with
+        the shape (``attn_impl``) are dropped; any other unknown field is an error naming ``source``."""
+        fields = {k: v for k, v in fields.items() if k not in RUNTIME_FIELDS}
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"{source} has fields GPTConfig does not know: {unknown}")
+        try:
+            return cls(**fields)
+        except TypeError as e:  # a required shape field is missing
+            raise ConfigError(f"{source} is incomplete: {e}") from None
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+# Fields that checkpoints written before the format had a version stored in the model config, although they
+# say how a model runs, not what it is; GPTConfig.from_dict ignores them.
+RUNTIME_FIELDS = ("attn_impl",)
+
+# The one place named shapes live. Hydra's configs/model/*.yaml take their `config` node from here (registered
+# by santacoder.hydra_setup), so a preset is never written twice.
 PRESETS: dict[str, dict] = {
     # bigcode/santacoder: 24 x 2048, 16 query heads of 128, one shared K/V head, 8192-wide MLP,
-    # 49152 BPE tokens + 5 specials padded to 49280; 1,124,886,528 parameters with the tied LM head.
+    # 49152 BPE tokens + 5 specials padded to 49280, dropout 0.1, Megatron's --init-method-std 0.022;
+    # 1,124,886,528 parameters with the tied LM head.
     "santacoder-1b": dict(
-        vocab_size=49280, n_positions=2048, n_embd=2048, n_layer=24, n_head=16, n_inner=8192, multi_query=True
+        vocab_size=49280, n_positions=2048, n_embd=2048, n_layer=24, n_head=16, n_inner=8192, initializer_range=0.022
     ),
     # CPU friendly: trains in minutes on two cores (see README).
     "tiny": dict(
@@ -95,16 +115,16 @@ PRESETS: dict[str, dict] = {
         n_layer=4,
         n_head=4,
         n_inner=512,
-        multi_query=True,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         resid_pdrop=0.0,
+        initializer_range=0.022,
     ),
 }
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, attn_impl: str = "auto"):
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.head_dim
@@ -116,7 +136,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        self.attn_impl = config.attn_impl
+        self.attn_impl = attn_impl  # runtime choice, set by GPT.set_attn_impl; not a parameter or buffer
 
     def forward(
         self, x: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -155,10 +175,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm GPT-2 block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, attn_impl: str = "auto"):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, attn_impl)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
@@ -172,15 +192,19 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    """The model of ``config``. ``attn_impl`` ("auto", "xformers", "sdpa", "math"; see santacoder.attention) says
+    how attention runs here and now; change it with ``set_attn_impl``. It is not saved with the weights."""
+
+    def __init__(self, config: GPTConfig, attn_impl: str = "auto"):
         super().__init__()
         self.config = config
+        check_attn_impl(attn_impl)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.n_positions, config.n_embd),
                 drop=nn.Dropout(config.embd_pdrop),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, attn_impl) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
             )
         )
@@ -205,6 +229,17 @@ class GPT(nn.Module):
         # keeps the residual's variance independent of depth.
         if isinstance(module, (CausalSelfAttention, MLP)):
             nn.init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    @property
+    def attn_impl(self) -> str:
+        return self.transformer.h[0].attn.attn_impl
+
+    def set_attn_impl(self, attn_impl: str) -> GPT:
+        """Run attention with another backend from now on (same weights, same results up to rounding)."""
+        check_attn_impl(attn_impl)
+        for block in self.transformer.h:
+            block.attn.attn_impl = attn_impl
+        return self
 
     def num_params(self) -> int:
         """Parameter count with the tied LM head counted once."""

@@ -7,17 +7,18 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 
 def fsdp_strategy(
-    wrap_block: str = "santacoder.model.Block",
-    activation_checkpointing: bool = False,
-    sharding_strategy: str = "FULL_SHARD",
-    state_dict_type: str = "full",
-    cpu_offload: bool = False,
+    *,
+    wrap_block: str,
+    activation_checkpointing: bool,
+    sharding_strategy: str,
+    state_dict_type: str,
+    cpu_offload: bool,
     **kwargs,
 ) -> FSDPStrategy:
     """FSDP that wraps (and optionally checkpoints) each transformer block, named by its import path.
 
     ``state_dict_type="full"`` gathers one ordinary checkpoint on rank 0 (loadable anywhere); "sharded" writes
-    one file per rank, faster for large models.
+    one file per rank, faster for large models. The values live in configs/trainer/fsdp.yaml.
     """
     block = get_class(wrap_block)
     return FSDPStrategy(

@@ -8,13 +8,14 @@ the forward and backward matmuls (no recomputation counted, so activation checkp
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
 
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops, measure_flops
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops, measure_flops
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from santacoder.errors import ConfigError
 from santacoder.model import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,29 @@ def analytic_flops_per_token(config: GPTConfig, seq_len: int) -> float:
 
 def measured_flops_per_batch(config: GPTConfig, batch_size: int, seq_len: int) -> int:
     """Forward + backward FLOPs of one micro batch, counted by torch's FLOP counter on the meta device."""
-    meta_config = GPTConfig(**{**config.to_dict(), "attn_impl": "math"})  # countable ops, same FLOPs as a kernel
     with torch.device("meta"):
-        model = GPT(meta_config)
+        model = GPT(config, attn_impl="math")  # countable ops, the same FLOPs as a fused kernel
         ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     return measure_flops(model, lambda: model(ids), lambda logits: logits.float().logsumexp(-1).sum())
 
 
-def _dtype_key(dtype: torch.dtype | str) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", "tfloat32": "tf32"}.get(dtype, "fp32")
+# The dtype matmuls run in under each of Lightning's precision settings (trainer.precision).
+_COMPUTE_DTYPES = {
+    "16-mixed": torch.float16,
+    "16-true": torch.float16,
+    "bf16-mixed": torch.bfloat16,
+    "bf16-true": torch.bfloat16,
+    "64-true": torch.float64,
+}
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype of the matmuls under ``trainer.precision`` (float32 for 32-true and anything unlisted)."""
+    return _COMPUTE_DTYPES.get(str(precision), torch.float32)
+
+
+def _dtype_key(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype, override: float | None = None) -> tuple[float | None, str]:
@@ -75,33 +90,70 @@ def peak_flops(device: torch.device, dtype: torch.dtype, override: float | None 
     return None, f"unknown for {name!r} (set callbacks.throughput.peak_flops to get MFU)"
 
 
-class SantaCoderThroughputMonitor(ThroughputMonitor):
-    """Lightning's ThroughputMonitor with tokens as items, a peak-FLOPs fallback, and metric names
-    ``train/tokens_per_sec`` (global), ``train/device/tokens_per_sec``, ``train/mfu`` (per device)."""
+class SantaCoderThroughputMonitor(Callback):
+    """Logs training throughput and MFU, averaged over the last ``window_size`` batches, from public hooks:
 
-    def __init__(self, peak_flops: float | None = None, window_size: int = 20, **kwargs: Any):
-        super().__init__(
-            batch_size_fn=lambda batch: batch["input_ids"].shape[0],
-            length_fn=lambda batch: batch["input_ids"].numel(),
-            window_size=window_size,
-            **kwargs,
-        )
+    ``train/tokens_per_sec`` and ``train/samples_per_sec`` (all devices), ``train/device/tokens_per_sec``,
+    ``train/device/samples_per_sec``, ``train/device/tflops_per_sec`` and ``train/mfu`` (per device). Values go
+    through ``LightningModule.log``, so loggers receive them every ``trainer.log_every_n_steps`` steps and
+    ``metrics.json`` holds the last. Validation (and what runs with it) is not counted as training time. The
+    module's ``flops_per_batch`` is the model FLOPs of one micro batch on one device.
+    """
+
+    def __init__(self, *, window_size: int, peak_flops: float | None = None):
+        if window_size < 2:
+            raise ConfigError(f"callbacks.throughput.window_size={window_size} must be at least 2 batches")
         self.peak_flops_override = peak_flops
+        self.window_size = window_size
+        self.throughput: Throughput | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from lightning.fabric.utilities.throughput import _plugin_to_compute_dtype
-
-        super().setup(trainer, pl_module, stage)
-        dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
+        dtype = compute_dtype(trainer.precision)
         peak, source = peak_flops(trainer.strategy.root_device, dtype, self.peak_flops_override)
-        for throughput in self._throughputs.values():
-            throughput.available_flops = peak
-        self.available_flops = peak
+        self.throughput = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size)
         self._peak_description = (peak, source, dtype)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
+        self.throughput.reset()
+        self._elapsed, self._batches, self._samples, self._tokens = 0.0, 0, 0, 0
+        self._mark = time.perf_counter()
         self._log_formula(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # kernels are asynchronous: wait for this batch's before reading the clock
+        now = time.perf_counter()
+        self._elapsed += now - self._mark
+        self._mark = now
+        ids = batch["input_ids"]
+        self._batches += 1
+        self._samples += ids.shape[0]
+        self._tokens += ids.numel()
+        self.throughput.update(
+            time=self._elapsed,
+            batches=self._batches,
+            samples=self._samples,
+            lengths=self._tokens,
+            flops=getattr(pl_module, "flops_per_batch", None),
+        )
+        raw = self.throughput.compute()
+        world = trainer.world_size
+        metrics = {}
+        if "device/samples_per_sec" in raw:
+            metrics["train/device/samples_per_sec"] = raw["device/samples_per_sec"]
+            metrics["train/samples_per_sec"] = raw["device/samples_per_sec"] * world
+        if "device/items_per_sec" in raw:
+            metrics["train/device/tokens_per_sec"] = raw["device/items_per_sec"]
+            metrics["train/tokens_per_sec"] = raw["device/items_per_sec"] * world
+        if "device/flops_per_sec" in raw:
+            metrics["train/device/tflops_per_sec"] = raw["device/flops_per_sec"] / 1e12
+        if "device/mfu" in raw:
+            metrics["train/mfu"] = raw["device/mfu"]
+        if metrics:  # once the window is full; loggers receive them at trainer.log_every_n_steps
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()  # the next training batch is timed from here, not from before validation
 
     @rank_zero_only
     def _log_formula(self, pl_module) -> None:
@@ -110,36 +162,12 @@ class SantaCoderThroughputMonitor(ThroughputMonitor):
         analytic = getattr(pl_module, "analytic_flops_per_batch", None)
         if measured and analytic:
             log.info(
-                "MFU = model FLOP/s per device / peak. Model FLOPs per step (all devices, forward + backward, "
+                "MFU = model FLOP/s per device / peak. Model FLOPs per micro batch per device (forward + backward, "
                 "recomputation not counted): %.4e counted by torch's FLOP counter on the meta device; "
-                "6N + 12*L*H*Q*T gives %.4e (%.1f%% apart)",
+                "6N + 12*L*H*Q*T gives %.4e (%.2f%% apart)",
                 measured,
                 analytic,
                 100 * abs(measured - analytic) / analytic,
             )
         peak_txt = f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown, so no MFU is logged"
         log.info("peak per device for %s: %s, from %s", dtype, peak_txt, source)
-
-    def _compute(self, trainer, iter_num: int | None = None) -> None:
-        if not trainer._logger_connector.should_update_logs:
-            return
-        stage = trainer.state.stage
-        raw = self._throughputs[stage].compute()
-        world = trainer.world_size
-        prefix = stage.value
-        metrics = {}
-        if "device/samples_per_sec" in raw:
-            metrics[f"{prefix}/device/samples_per_sec"] = raw["device/samples_per_sec"]
-            metrics[f"{prefix}/samples_per_sec"] = raw["device/samples_per_sec"] * world
-        if "device/items_per_sec" in raw:
-            metrics[f"{prefix}/device/tokens_per_sec"] = raw["device/items_per_sec"]
-            metrics[f"{prefix}/tokens_per_sec"] = raw["device/items_per_sec"] * world
-        if "device/flops_per_sec" in raw:
-            metrics[f"{prefix}/device/tflops_per_sec"] = raw["device/flops_per_sec"] / 1e12
-        if "device/mfu" in raw:
-            metrics[f"{prefix}/mfu"] = raw["device/mfu"]
-        if not metrics:
-            return
-        trainer._logger_connector.log_metrics(metrics, step=iter_num)
-        # also expose them as callback metrics, so the progress bar and metrics.json see the latest values
-        trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})

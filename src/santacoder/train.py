@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from santacoder.attention import ATTN_IMPLS
+from santacoder.checkpoint import read_checkpoint, read_meta
 from santacoder.errors import ConfigError
 from santacoder.model import GPTConfig
 
@@ -111,13 +113,25 @@ def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
         GPTConfig(**OmegaConf.to_container(mc, resolve=True))
     except ConfigError as e:
         raise ConfigError(str(e).replace("GPTConfig.", "model.config.")) from None
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """The attention backend and the trainer's accelerator against this machine: a GPU trainer or xformers
+    without CUDA stops here with one line, not in Lightning or in the first forward pass after data work."""
+    attn_impl = cfg.model.attn_impl
+    if attn_impl not in ATTN_IMPLS:
+        raise ConfigError(f"model.attn_impl={attn_impl!r} must be one of {ATTN_IMPLS}")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if mc.attn_impl == "xformers" and (
-        accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    ):
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            "model.config.attn_impl=xformers needs a CUDA GPU (xformers kernels are CUDA-only); "
-            "use attn_impl=auto or sdpa on this machine"
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU (torch.cuda.is_available() is "
+            "False); use trainer=cpu, or trainer=ddp_cpu for several processes"
+        )
+    if attn_impl == "xformers" and not on_gpu:
+        raise ConfigError(
+            "model.attn_impl=xformers needs a CUDA GPU (xformers kernels are CUDA-only); "
+            "use model.attn_impl=auto or sdpa on this machine"
         )
 
 
@@ -146,8 +160,7 @@ def resume_wandb_run(cfg: DictConfig) -> None:
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
         return
-    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    run_id = checkpoint.get("wandb_run_id")
+    run_id = read_meta(read_checkpoint(cfg.ckpt_path), f"ckpt_path={cfg.ckpt_path!r}").wandb_run_id
     if run_id:
         with open_dict(cfg):
             wandb_cfg.id = run_id
@@ -161,7 +174,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file; give a checkpoint saved by an earlier run")
     datamodule = build(cfg, "data")  # validates data values and the corpus before any work
-    resolve_model_config(cfg, datamodule.vocab_size_upper_bound())
+    resolve_model_config(cfg, datamodule.tokenizer_size())
+    check_devices(cfg)
     if cfg.extras.get("print_config"):
         _print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)

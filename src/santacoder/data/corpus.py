@@ -16,7 +16,6 @@ from santacoder.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXTENSIONS = (".py", ".java", ".js")
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", ".git", "node_modules", ".venv"}
 
@@ -52,9 +51,10 @@ class SkipCounts:
 
 
 class Corpus:
-    """The documents under ``source`` (a directory or a table file)."""
+    """The documents under ``source`` (a directory or a table file; None: the standard library) whose file names
+    end with one of ``extensions`` (e.g. ``(".py", ".java", ".js")``, SantaCoder's languages)."""
 
-    def __init__(self, source: str | Path | None = None, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS):
+    def __init__(self, source: str | Path | None, extensions: tuple[str, ...] | list[str]):
         self.source = Path(source).expanduser() if source else default_source()
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.skipped = SkipCounts()

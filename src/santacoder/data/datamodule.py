@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from santacoder.data.corpus import DEFAULT_EXTENSIONS, Corpus, is_validation
+from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores
 from santacoder.errors import ConfigError
@@ -28,22 +28,31 @@ FIM_TOKEN_STYLES = {"santacoder": FIMTokens(), "starcoder": FIMTokens.starcoder(
 
 
 class CodeDataModule(L.LightningDataModule):
+    """Every argument is required: ``configs/data/code.yaml`` is the one place their defaults and meanings are
+    written (compose it, as ``train.py`` does, rather than constructing this class by hand).
+
+    ``vocab_size`` is the size of the byte-level BPE to train when no ``tokenizer`` is given; the model's
+    embedding rows are ``model.config.vocab_size``, at least the tokenizer's size (SantaCoder: 49,152 BPE
+    tokens + 5 specials = 49,157 in the tokenizer, 49,280 rows in the embedding).
+    """
+
     def __init__(
         self,
-        source: str | None = None,
-        extensions: list[str] | tuple[str, ...] = DEFAULT_EXTENSIONS,
-        tokenizer: str | None = None,
-        vocab_size: int = 4096,
-        fim_tokens: str | dict = "santacoder",
-        seq_len: int = 256,
-        batch_size: int = 16,
-        fim_rate: float = 0.5,
-        fim_spm_rate: float = 0.5,
-        val_fraction: float = 0.02,
-        num_workers: int = 0,
-        seed: int = 1234,
-        cache_dir: str = "data/cache",
-        pin_memory: bool = False,
+        *,
+        source: str | None,
+        extensions: list[str] | tuple[str, ...],
+        tokenizer: str | None,
+        vocab_size: int,
+        fim_tokens: str | dict,
+        seq_len: int,
+        batch_size: int,
+        fim_rate: float,
+        fim_spm_rate: float,
+        val_fraction: float,
+        num_workers: int,
+        seed: int,
+        cache_dir: str,
+        pin_memory: bool,
     ):
         super().__init__()
         # plain containers (not OmegaConf's): checkpoints store these hyper-parameters and load weights_only
@@ -122,8 +131,9 @@ class CodeDataModule(L.LightningDataModule):
             return FIM_TOKEN_STYLES[self.fim_tokens_style]
         return FIMTokens(**dict(self.fim_tokens_style))  # e.g. {prefix: <PRE>, ...}; unnamed ones keep defaults
 
-    def vocab_size_upper_bound(self) -> int:
-        """Tokenizer size, known before any data work: the given tokenizer's, or the size to train."""
+    def tokenizer_size(self) -> int:
+        """The tokenizer's number of tokens, known before any data work: the given tokenizer's, or the size of
+        the BPE to train (a trained BPE has exactly ``vocab_size`` tokens, its specials included)."""
         if self.tokenizer_path is not None:
             return len(self._load_tokenizer())
         return self.vocab_size
@@ -175,7 +185,6 @@ class CodeDataModule(L.LightningDataModule):
         if not all((store_dir / s / "meta.json").exists() for s in SPLITS):
             log.info("tokenizing %s into %s", self.corpus.source, store_dir)
             build_token_stores(self.corpus, tokenizer, store_dir, self.val_fraction)
-            (store_dir / "source.json").write_text(json.dumps({"source": str(self.corpus.source)}))
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
