@@ -25,6 +25,13 @@ class LossScaleMonitor(Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         return scaler if scaler is not None and scaler.is_enabled() else None
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # the scale before the first step (restored with the scaler when resuming), so that an overflow in the
+        # very first step is counted too
+        scaler = self._scaler(trainer)
+        if scaler is not None and self._last_scale is None:
+            self._last_scale = float(scaler.get_scale())
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         scaler = self._scaler(trainer)
         # Lightning counts an optimizer step in global_step even when the scaler skips it, so an unchanged
