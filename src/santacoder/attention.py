@@ -68,8 +68,13 @@ def causal_attention(
     raise ValueError(f"unknown attention backend {impl!r}; expected one of {ATTN_IMPLS}")
 
 
+@torch.compiler.assume_constant_result  # for torch.compile, a constant: it depends only on the machine
+def _auto_choice(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+    return auto_backend(device, dtype, head_dim)
+
+
 def _auto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    if auto_backend(q.device, q.dtype, q.shape[-1]) == "xformers":
+    if _auto_choice(q.device, q.dtype, q.shape[-1]) == "xformers":
         try:
             return _xformers(q, k, v, dropout_p)
         except NotImplementedError as e:  # xformers imports but has no kernel for these particular inputs
