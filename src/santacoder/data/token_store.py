@@ -41,6 +41,8 @@ class TokenStore:
 
     @property
     def doc_offsets(self) -> np.ndarray:
+        """Where each document starts (n_docs + 1 offsets): for store checks, held-out documents and
+        attribution, which read the store document by document (training reads it as one stream)."""
         return np.load(self.directory / "doc_offsets.npy")
 
     @property
