@@ -69,52 +69,34 @@ for kind, name, status, code, secs, log, note in parts:
         rows.append((name, "FAIL", f"{note.replace('timeout', 'timed out after')}; {last_line(log)}"))
         tail(log)
         continue
-    xml = out / f"{kind}.xml"
-    if kind == "cpu":
+    if kind in ("cpu", "gpu"):
         try:
-            cases = list(junit_cases(xml))
+            cases = list(junit_cases(out / f"{kind}.xml"))
         except FileNotFoundError:
             failed = True
             rows.append((name, "FAIL", f"exit {code}, no readable junit xml; {last_line(log)}"))
             tail(log)
             continue
         count = {s: sum(1 for _, st, _ in cases if st == s) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
-        bad = count["FAIL"] + count["ERROR"] > 0 or code != "0"
+        broken = count["FAIL"] + count["ERROR"]
+        bad = broken > 0 or code != "0"
         failed |= bad
-        detail = (
-            f"{count['PASS']} passed, {count['FAIL']} failed, {count['ERROR']} errors, {count['SKIP']} skipped "
-            f"({secs} s)"
-        )
-        if code != "0" and not count["FAIL"] + count["ERROR"]:
-            detail += f"; pytest exit {code}: {last_line(log)}"
-        reasons = Counter(why for _, st, why in cases if st == "SKIP")
-        if reasons:
-            detail += "; skips: " + ", ".join(f"{why} x{n}" if n > 1 else why for why, n in reasons.most_common())
-        rows.append((name, "FAIL" if bad else "PASS", short(detail, 200)))
-        rows += [(f"  {tid}", st, why) for tid, st, why in cases if st in ("FAIL", "ERROR")][:15]
-        if bad and not count["FAIL"] + count["ERROR"]:
-            tail(log)
-    elif kind == "gpu":
-        try:
-            cases = list(junit_cases(xml))
-        except FileNotFoundError:
-            failed = True
-            rows.append((name, "FAIL", f"exit {code}, no readable junit xml; {last_line(log)}"))
-            tail(log)
-            continue
-        bad = any(st in ("FAIL", "ERROR") for _, st, _ in cases) or code != "0"
-        failed |= bad
-        count = {s: sum(1 for _, st, _ in cases if st == s) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
         detail = (
             f"{count['PASS']} passed, {count['FAIL']} failed, {count['ERROR']} errors, {count['SKIP']} skipped "
             f"of {len(cases)} ({secs} s)"
         )
-        if code != "0" and not any(st in ("FAIL", "ERROR") for _, st, _ in cases):
+        if code != "0" and not broken:
             detail += f"; pytest exit {code}: {last_line(log)}"
-        rows.append((name, "FAIL" if bad else "PASS", detail))
-        rows += [(f"  {tid}", st, why) for tid, st, why in cases]
-        if bad and not any(st in ("FAIL", "ERROR") for _, st, _ in cases):
             tail(log)
+        if kind == "cpu":  # many tests: the skip reasons, and the failures one per row
+            reasons = Counter(why for _, st, why in cases if st == "SKIP")
+            if reasons:
+                detail += "; skips: " + ", ".join(f"{why} x{n}" if n > 1 else why for why, n in reasons.most_common())
+            listed = [(f"  {tid}", st, why) for tid, st, why in cases if st in ("FAIL", "ERROR")][:15]
+        else:  # a handful of GPU tests: every one, with its reason
+            listed = [(f"  {tid}", st, why) for tid, st, why in cases]
+        rows.append((name, "FAIL" if bad else "PASS", short(detail, 200)))
+        rows += listed
     elif kind == "measure":
         result_file = Path(log).with_suffix(".json")
         try:
