@@ -89,6 +89,9 @@ class SantaCoderLitModule(L.LightningModule):
         config: dict,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        # Python defaults only for what a checkpoint may lack when load_from_checkpoint rebuilds the module: the
+        # runtime choices (never saved) and decay_embeddings (False: what files from before the option trained
+        # with). Training sets them all from configs/model/module/default.yaml.
         decay_embeddings: bool = False,
         attn_impl: str = "auto",
         activation_checkpointing: bool = False,

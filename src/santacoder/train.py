@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from santacoder.attention import ATTN_IMPLS
+from santacoder.attention import check_attn_impl
 from santacoder.checkpoint import read_checkpoint, read_meta
 from santacoder.errors import ConfigError
 from santacoder.model import GPTConfig
@@ -119,8 +119,10 @@ def check_devices(cfg: DictConfig) -> None:
     """The attention backend and the trainer's accelerator against this machine: a GPU trainer or xformers
     without CUDA stops here with one line, not in Lightning or in the first forward pass after data work."""
     attn_impl = cfg.model.attn_impl
-    if attn_impl not in ATTN_IMPLS:
-        raise ConfigError(f"model.attn_impl={attn_impl!r} must be one of {ATTN_IMPLS}")
+    try:
+        check_attn_impl(attn_impl)
+    except ConfigError as e:
+        raise ConfigError(f"model.{e}") from None  # named as the user wrote it
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
