@@ -7,16 +7,20 @@ A checkpoint is a Lightning checkpoint of ``SantaCoderLitModule``:
   and ``decay_embeddings`` (how it was trained), as plain values, so ``torch.load(weights_only=True)`` reads it;
 - ``santacoder``: the fields of ``CheckpointMeta`` below, ``format_version`` first.
 
-Every later addition (a checksum, the tokenizer, loss options) is a field of ``CheckpointMeta`` with a default
-that describes files written before it. Files written before the format had a version (version 0) read as
-well: their model config may hold ``attn_impl`` (a runtime choice, dropped) and may leave out fields whose
-defaults then were SantaCoder-1B's (``FORMAT0_CONFIG_DEFAULTS``), and their W&B run id sits at the top level as
-``wandb_run_id``. A file of a newer format than this code knows is refused with a message.
+Every later addition (the tokenizer, loss options) is a field of ``CheckpointMeta`` with a default that
+describes files written before it. ``checksum`` (added in format 1, ``None`` in older files) is the SHA-256 of
+the file's contents (``content_checksum``): resuming refuses a file whose contents no longer match it.
+
+Files written before the format had a version (version 0) read as well: their model config may hold
+``attn_impl`` (a runtime choice, dropped) and may leave out fields whose defaults then were SantaCoder-1B's
+(``FORMAT0_CONFIG_DEFAULTS``), and their W&B run id sits at the top level as ``wandb_run_id``. A file of a
+newer format than this code knows is refused with a message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +45,55 @@ FORMAT0_CONFIG_DEFAULTS = {
 class CheckpointMeta:
     format_version: int = FORMAT_VERSION
     wandb_run_id: str | None = None  # the W&B run that wrote the file: resuming from it continues that run
+    checksum: str | None = None  # "sha256:<hex>" of the contents (content_checksum); None: not recorded
+
+
+def content_checksum(checkpoint: dict) -> str:
+    """SHA-256 of everything a checkpoint dict holds except the checksum itself: every tensor's dtype, shape
+    and bytes and every plain value, in a fixed order. The same after ``torch.save`` and a weights-only load,
+    so a file whose bytes were damaged (a partial overwrite, a bad disk) no longer matches."""
+    digest = hashlib.sha256()
+
+    def visit(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            tensor = obj.detach()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            if tensor.numel():  # one tensor at a time on the CPU: never the whole state at once
+                digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(obj, dict):
+            digest.update(f"D{len(obj)}".encode())
+            for key in sorted(obj, key=repr):
+                digest.update(repr(key).encode())
+                visit(obj[key])
+        elif isinstance(obj, list | tuple):
+            digest.update(f"L{len(obj)}".encode())
+            for item in obj:
+                visit(item)
+        else:
+            digest.update(f"V{obj!r}".encode())
+
+    meta = checkpoint.get(META_KEY)
+    if isinstance(meta, dict):
+        checkpoint = {**checkpoint, META_KEY: {k: v for k, v in meta.items() if k != "checksum"}}
+    visit(checkpoint)
+    return "sha256:" + digest.hexdigest()
 
 
 def stamp(checkpoint: dict, **fields) -> None:
     """Add this format's fields to a checkpoint dict about to be saved (``fields``: see ``CheckpointMeta``)."""
     checkpoint[META_KEY] = dataclasses.asdict(CheckpointMeta(**fields))
+
+
+def seal(checkpoint: dict) -> None:
+    """Record the checksum of a stamped checkpoint dict: the last change before it is written."""
+    checkpoint[META_KEY]["checksum"] = content_checksum(checkpoint)
+
+
+def verify(checkpoint: dict, source: str = "checkpoint") -> None:
+    """A ConfigError when the contents no longer match the recorded checksum (files without one pass)."""
+    recorded = read_meta(checkpoint, source).checksum
+    if recorded is not None and content_checksum(checkpoint) != recorded:
+        raise ConfigError(f"{source} is damaged: its contents do not match the checksum recorded when it was saved")
 
 
 def read_meta(checkpoint: dict, source: str = "checkpoint") -> CheckpointMeta:
@@ -95,9 +143,10 @@ def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     }
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, *, check_contents: bool = False) -> dict:
     """Load a checkpoint of this project (weights-only: plain values and tensors, memory-mapped) and check its
-    format; a ConfigError explains files that are not one, are truncated or are of a newer format."""
+    format; a ConfigError explains files that are not one, are truncated or are of a newer format.
+    ``check_contents=True`` also verifies the checksum (reads every byte: for resuming, not for a quick look)."""
     from santacoder.interop.safe_unpickle import safe_torch_load  # lazy: interop imports this module
 
     path = Path(path)
@@ -114,6 +163,8 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{source} is not a Lightning checkpoint of this project (no state_dict/hyper_parameters).{hint}"
         )
     read_meta(obj, source)
+    if check_contents:
+        verify(obj, source)
     return obj
 
 
@@ -140,5 +191,8 @@ def save_checkpoint(model: GPT, path: str | Path) -> Path:
         "hyper_parameters": {"config": model.config.to_dict(), "optimizer": None, "scheduler": None},
     }
     stamp(checkpoint)
-    torch.save(checkpoint, path)
+    seal(checkpoint)
+    from santacoder.checkpoint_io import write_atomically  # lazy: checkpoint_io imports this module
+
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
     return path
