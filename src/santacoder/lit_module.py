@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
@@ -26,6 +27,8 @@ from santacoder.data.dataset import IGNORE_INDEX
 from santacoder.errors import ConfigError
 from santacoder.model import GPT, GPTConfig
 from santacoder.throughput import analytic_flops_per_token, measured_flops_per_batch
+
+RNG_KEY = "rng_states"  # the ranks' torch generator states, for dropout (see SantaCoderLitModule)
 
 
 def warmup_cosine_schedule(
@@ -187,6 +190,35 @@ class SantaCoderLitModule(L.LightningModule):
         # The W&B run is remembered so that resuming from this checkpoint continues it (see train.py)
         wandb_ids = [lg.version for lg in self.trainer.loggers if type(lg).__name__ == "WandbLogger"]
         stamp(checkpoint, wandb_run_id=wandb_ids[0] if wandb_ids else None)
+        checkpoint[RNG_KEY] = self._rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         read_meta(checkpoint)  # refuses a file of a newer format before Lightning restores anything from it
+        self._restore_rng_states(checkpoint.get(RNG_KEY))
+
+    # Dropout draws from torch's global generators, so an exact resume needs each rank's generator state: the
+    # data loaders have their own generators (CodeDataModule) and never draw from these.
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's torch generator states, ``{"cpu": [world_size, n]}`` (and "cuda" on a GPU)."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.trainer.world_size == 1:
+            return {name: state[None] for name, state in states.items()}
+        gather = self.trainer.strategy.all_gather  # a collective: every rank saves (Lightning calls it on all)
+        return {name: gather(state.to(self.device)).cpu() for name, state in states.items()}
+
+    def _restore_rng_states(self, states: dict | None) -> None:
+        trainer = self._trainer
+        if not states or trainer is None:
+            return
+        rank, world = trainer.global_rank, trainer.world_size
+        if states["cpu"].shape[0] != world:
+            rank_zero_warn(
+                f"the checkpoint holds the random generator states of {states['cpu'].shape[0]} ranks, this run has "
+                f"{world}: dropout masks will differ from an uninterrupted run's (the data order does not)"
+            )
+            return
+        torch.set_rng_state(states["cpu"][rank].contiguous())
+        if "cuda" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"][rank].contiguous(), self.device)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from santacoder.data.corpus import Corpus, is_validation
@@ -76,6 +77,7 @@ class CodeDataModule(L.LightningDataModule):
         self.tokenizer: CodeTokenizer | None = None
         self.datasets: dict[str, PackedFIMDataset] = {}
         self._corpus: Corpus | None = None
+        self._resume_position: tuple[int, int] | None = None  # (epoch, samples seen), from a checkpoint
         # Only global rank 0 tokenizes (into a shared cache directory); every other rank waits, then reads. Per
         # node preparation could train different tokenizers on different nodes.
         self.prepare_data_per_node = False
@@ -225,21 +227,46 @@ class CodeDataModule(L.LightningDataModule):
         sampler = EpochSampler(
             dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
         )
-        if split == "train" and trainer is not None:
-            # Resuming mid-epoch: Lightning restores the loop counters before asking for this loader
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            if done:
-                sampler.resume_from(trainer.current_epoch, done * micro)
-                log.info("resuming epoch %d after %d batches: skipping their samples", trainer.current_epoch, done)
+        if split == "train" and self._resume_position is not None:
+            # Each rank's share of an epoch is every world-th sample of one global order, so skipping
+            # samples_seen / world of its own share skips exactly the samples_seen the whole job had trained on,
+            # whatever the number of ranks was when the checkpoint was written.
+            epoch, samples_seen = self._resume_position
+            sampler.resume_from(epoch, samples_seen // world)
+            log.info("resuming epoch %d after %d of its samples", epoch, samples_seen)
         return DataLoader(
             dataset,
             batch_size=micro,
             sampler=sampler,
+            # its own generator (for worker seeds): drawing from torch's global one would shift the dropout
+            # masks of training steps by every loader created, differently in a resumed run
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
         )
+
+    # -- position in the data, saved in every checkpoint ----------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Where training is in the data: the epoch and how many of its samples the whole job has trained on.
+
+        Counted from the batches this rank has processed: a checkpoint written at a batch's end includes that
+        batch, unlike Lightning's own counter at that moment. (With gradient accumulation, a save between two
+        optimizer steps, which only a signal causes, loses the partly accumulated gradient: that one step of the
+        resumed run sums fewer micro batches.)
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        micro = self.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
+        return {"epoch": trainer.current_epoch, "samples_seen": processed * micro * trainer.world_size}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "epoch" in state_dict:
+            self._resume_position = (int(state_dict["epoch"]), int(state_dict["samples_seen"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -70,9 +70,11 @@ class EpochSampler(DistributedSampler):
         self.resume_skip = 0
 
     def resume_from(self, epoch: int, samples_seen: int) -> None:
-        """Skip this rank's first ``samples_seen`` samples of ``epoch``: a run resumed mid-epoch continues with
-        the samples an uninterrupted run would see next, instead of replaying the epoch from its start."""
+        """In ``epoch``, skip this rank's first ``samples_seen`` samples: a run resumed mid-epoch continues with
+        the samples an uninterrupted run would see next, instead of replaying the epoch from its start. Later
+        epochs are whole."""
         self.resume_epoch, self.resume_skip = epoch, samples_seen
+        self.set_epoch(epoch)  # a worker's first indices are drawn before Lightning calls set_epoch itself
 
     def __iter__(self):
         epoch = self.epoch
@@ -81,6 +83,5 @@ class EpochSampler(DistributedSampler):
             if position >= skip:
                 yield (epoch, index)
 
-    def __len__(self) -> int:
-        skip = self.resume_skip if self.epoch == self.resume_epoch else 0
-        return max(0, super().__len__() - skip)
+    # __len__ stays the whole epoch's, on purpose: Lightning reads it once and keeps it for every later epoch,
+    # and counts the resumed epoch's batches from its restored batch counter.
