@@ -2,6 +2,7 @@
 live in Python (the model presets). ``train.py`` and the tests call ``setup_hydra()`` first.
 
 - ``${run_id:}``: the run directory's name, the same on every rank of a job (see ``santacoder.launch``).
+- ``${run_dir:ROOT,CKPT}``: the run directory: that of the checkpoint being resumed, else ``ROOT/<run_id>``.
 - ``${on_rank_zero:A,B}``: A in the job's global rank 0, B in every other rank. ``configs/hydra/default.yaml``
   uses it so that only rank 0 writes the run's ``.hydra/`` config copy and log file.
 - Config group ``model/config``: one option per preset of ``santacoder.model.PRESETS``, holding every
@@ -14,7 +15,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from santacoder.launch import is_global_rank_zero, run_id
+from santacoder.launch import is_global_rank_zero, run_dir, run_id
 from santacoder.model import PRESETS, GPTConfig
 
 
@@ -26,6 +27,8 @@ def setup_hydra() -> None:
     """Register the resolvers and the Python-defined config nodes (idempotent)."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True)
     if not OmegaConf.has_resolver("on_rank_zero"):
         OmegaConf.register_new_resolver("on_rank_zero", _on_rank_zero)
     store = ConfigStore.instance()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -16,10 +18,14 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from santacoder import interrupts
 from santacoder.attention import check_attn_impl
+from santacoder.callbacks import NonFiniteLossError
 from santacoder.checkpoint import read_checkpoint, read_meta
+from santacoder.checkpoint_io import resolve_resume
 from santacoder.errors import ConfigError
 from santacoder.model import GPTConfig
 
@@ -157,24 +163,24 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
         )
 
 
-def resume_wandb_run(cfg: DictConfig) -> None:
+def resume_wandb_run(cfg: DictConfig, ckpt: Path | None) -> None:
     """When resuming from a checkpoint, continue the W&B run that wrote it (its id is saved in the checkpoint)."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
+    if ckpt is None or wandb_cfg is None or wandb_cfg.get("id"):
         return
-    run_id = read_meta(read_checkpoint(cfg.ckpt_path), f"ckpt_path={cfg.ckpt_path!r}").wandb_run_id
+    run_id = read_meta(read_checkpoint(ckpt), f"checkpoint {str(ckpt)!r}").wandb_run_id
     if run_id:
         with open_dict(cfg):
             wandb_cfg.id = run_id
             wandb_cfg.resume = "allow"
-        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+        log.info("resuming W&B run %s from %s", run_id, ckpt)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says; returns the final metrics (also written to ``<output_dir>/metrics.json``)."""
     refuse_multirun_with_ddp(cfg)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file; give a checkpoint saved by an earlier run")
+    # which file to resume from, read and checksummed now: a damaged one stops the run before any other work
+    ckpt = resolve_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     datamodule = build(cfg, "data")  # validates data values and the corpus before any work
     resolve_model_config(cfg, datamodule.tokenizer_size())
     check_devices(cfg)
@@ -182,7 +188,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    resume_wandb_run(cfg)
+    resume_wandb_run(cfg, ckpt)
     model = build(cfg, "model")
     callbacks = [build(cfg.callbacks, name) for name in cfg.get("callbacks") or {}]
     loggers = [build(cfg.logger, name) for name in cfg.get("logger") or {}]
@@ -201,7 +207,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit(trainer, model, datamodule, ckpt)
     _finish_wandb(trainer)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -213,6 +219,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     _write_metrics(Path(cfg.paths.output_dir), metrics)
     return metrics
+
+
+def fit(trainer: L.Trainer, model, datamodule, ckpt: Path | None) -> None:
+    """``trainer.fit``, stopping cleanly on SIGTERM, SIGINT or SLURM's SIGUSR1 (see ``santacoder.interrupts``)."""
+    # The data module puts its loader at the checkpoint's sample itself (CodeDataModule.state_dict); a loader
+    # Lightning could resume (a stateful one) loses its state when configure_optimizers reads
+    # estimated_stepping_batches (Lightning #20550), so Lightning's warning that ours is not resumable is wrong.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    interrupts.install()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    except SIGTERMException:
+        stop = interrupts.stop_signal()
+        status = interrupts.EXIT_STATUS.get(stop, 143)
+        if stop == signal.SIGUSR1 and trainer.is_global_zero and not interrupts.requeue_slurm_job():
+            status = 1
+        log.warning(
+            "stopped by %s at step %d; exit status %d", stop.name if stop else "SIGTERM", trainer.global_step, status
+        )
+        raise SystemExit(status) from None
+    finally:
+        interrupts.uninstall()
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
@@ -241,5 +269,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
         return train(cfg)
     except ConfigError as e:
         log.error("invalid configuration: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except NonFiniteLossError as e:
+        log.error("training stopped: %s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
