@@ -1,0 +1,308 @@
+"""Runs that lose nothing: exact resume from any checkpoint a run writes (across epochs, onto more ranks),
+`last.ckpt` always the newest state, atomic saves, signals, damaged and crafted checkpoints, NaN losses."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
+from santacoder import ConfigError, checkpoint_io
+from santacoder.callbacks import NonFiniteLossError
+from santacoder.checkpoint import read_checkpoint
+from santacoder.data.corpus import default_source
+from santacoder.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+# small stdlib modules: an epoch of about 50 steps of 16 x 32 tokens
+SMALL_MODULES = ("colorsys", "bisect", "keyword", "this", "glob", "fnmatch", "stat", "token", "abc", "nturl2path",
+                 "opcode", "sched")  # fmt: skip
+BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    """A corpus small enough that a run crosses epoch boundaries in seconds."""
+    root = tmp_path_factory.mktemp("small_corpus")
+    for name in SMALL_MODULES:
+        shutil.copy(default_source() / f"{name}.py", root / f"{name}.py")
+    return root
+
+
+def overrides(corpus: Path, *extra: str) -> list[str]:
+    return [
+        *run_overrides.data(corpus, seq_len=32, batch_size=BATCH),
+        *run_overrides.model(n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=32),
+        "data.val_fraction=0.3",
+        "trainer.accelerator=cpu",
+        "trainer.val_check_interval=10",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=5",
+        "extras.print_config=false",
+        "callbacks.progress_bar.refresh_rate=0",
+        "callbacks.run_checkpoint.every_n_train_steps=7",
+        "callbacks.run_checkpoint.keep_last=20",
+        *extra,
+    ]
+
+
+def recorded(compose_train, tmp_path: Path, corpus: Path, name: str, *extra: str) -> dict:
+    cfg = compose_train(
+        *overrides(corpus, *extra),
+        "+callbacks.record._target_=helpers_record.RecordBatches",
+        f"+callbacks.record.out_dir={tmp_path / name}",
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / name / "run")
+    train(cfg)
+    return json.loads((tmp_path / name / "rank0.json").read_text())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [name for name in wa if not torch.equal(wa[name], wb[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.slow
+def test_resume_from_a_step_checkpoint_across_two_epochs_is_bitwise_exact(compose_train, small_corpus, tmp_path):
+    """Resume from a checkpoint written every 7 steps (inside the batch-end hook) of epoch 0, with dropout and the
+    warmup + cosine schedule: every later batch, loss and learning rate, across two epoch boundaries, and the final
+    weights equal the uninterrupted run's bit for bit."""
+    with_dropout = ("model.config.resid_pdrop=0.1", "model.config.attn_pdrop=0.1", "trainer.max_steps=110")
+    full = recorded(compose_train, tmp_path, small_corpus, "full", *with_dropout)
+    assert full["epochs"][-1] >= 2, "the run must cross two epoch boundaries"
+    ckpt = tmp_path / "full" / "run" / "checkpoints" / "step_000014.ckpt"
+    resumed = recorded(compose_train, tmp_path, small_corpus, "resumed", *with_dropout, f"ckpt_path={ckpt}")
+
+    assert resumed["steps"] == full["steps"][14:]
+    assert resumed["samples"] == full["samples"][14 * BATCH :]
+    assert resumed["losses"] == full["losses"][14:]
+    assert resumed["lrs"] == full["lrs"][14:]
+    assert_same_weights(tmp_path / "full" / "run" / "checkpoints" / "last.ckpt",
+                        tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt")  # fmt: skip
+
+
+def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_corpus, tmp_path):
+    """A finished run's last.ckpt holds its last step even when validation stopped improving; periodic files are
+    pruned to keep_last; the best one is kept apart; no temporary file is left."""
+    cfg = compose_train(
+        *overrides(small_corpus, "trainer.max_steps=25", "callbacks.run_checkpoint.keep_last=2"),
+        "model.optimizer.lr=0.5",  # diverges: validation at step 20 is worse than at step 10
+    )
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 25
+    assert sorted(p.name for p in checkpoints.glob("step_*.ckpt")) == ["step_000014.ckpt", "step_000021.ckpt"]
+    assert len(list(checkpoints.glob("best_step_*.ckpt"))) == 1
+    assert not list(checkpoints.glob(".*"))
+
+
+class FailingWriter:
+    """A file that accepts ``limit`` bytes and then fails as a full disk does."""
+
+    def __init__(self, path: Path, limit: int):
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in __exit__)
+        self.limit = limit
+
+    def write(self, data) -> int:
+        if self.file.tell() + len(memoryview(data).cast("B")) > self.limit:
+            self.file.write(bytes(memoryview(data).cast("B")[: max(0, self.limit - self.file.tell())]))
+            raise OSError(28, "No space left on device (injected)")
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, a filesystem other than $TMPDIR")
+def test_a_save_that_fails_mid_write_leaves_the_previous_last_ckpt(compose_train, small_corpus, tmp_path, monkeypatch):
+    run_dir = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="santacoder-test-"))
+    try:
+        assert os.stat(run_dir).st_dev != os.stat(tempfile.gettempdir()).st_dev
+        tmp_before = set(os.listdir(tempfile.gettempdir()))
+        saves = []
+
+        def open_for_write(path: Path):
+            saves.append(path.with_name(path.name.split(".ckpt")[0] + ".ckpt"))
+            return FailingWriter(path, limit=50_000) if len(saves) == 3 else open(path, "wb")
+
+        monkeypatch.setattr(checkpoint_io, "open_for_write", open_for_write)
+        cfg = compose_train(*overrides(small_corpus, "trainer.max_steps=30"))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+        # saves: step_7 (last.ckpt is its hard link); at step 10's validation the best, then last.ckpt: that fails
+        with pytest.raises((OSError, RuntimeError)):  # torch reports the failed write as a RuntimeError
+            train(cfg)
+        assert [p.name for p in saves] == [".step_000007.ckpt", ".best_step_000010.ckpt", ".last.ckpt"]
+        checkpoints = run_dir / "checkpoints"
+        last = read_checkpoint(checkpoints / "last.ckpt", check_contents=True)
+        assert last["global_step"] == 7
+        assert sorted(p.name for p in checkpoints.iterdir()) == [
+            "best_step_000010.ckpt",
+            "last.ckpt",
+            "step_000007.ckpt",
+        ]
+        assert set(os.listdir(tempfile.gettempdir())) <= tmp_before | {p for p in os.listdir(tempfile.gettempdir())
+                                                                        if not p.endswith(".ckpt")}  # fmt: skip
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_leftovers_of_a_killed_save_are_removed_at_start(compose_train, small_corpus, tmp_path):
+    cfg = compose_train(*overrides(small_corpus, "trainer.max_steps=2"))
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    leftover = checkpoints / f".last.ckpt.12345{checkpoint_io.TMP_SUFFIX}"
+    leftover.write_bytes(b"\0" * 1000)
+    train(cfg)
+    assert not leftover.exists() and (checkpoints / "last.ckpt").is_file()
+
+
+def damage(path: Path, offset_fraction: float = 0.5, size: int = 2048) -> None:
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * offset_fraction)
+    data[start : start + size] = os.urandom(size)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_newest_good_one(compose_train, small_corpus, tmp_path):
+    cfg = compose_train(*overrides(small_corpus, "trainer.max_steps=14", "trainer.val_check_interval=100"))
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    last.unlink()  # it is a hard link of step_000014.ckpt: damage a copy of its own
+    shutil.copy(checkpoints / "step_000014.ckpt", last)
+    damage(last, offset_fraction=0.6)
+    with pytest.raises(ConfigError) as info:
+        train(compose_train(*overrides(small_corpus, "trainer.max_steps=20"), f"ckpt_path={last}"))
+    message = str(info.value)
+    assert "\n" not in message and ("damaged" in message or "truncated" in message)
+    assert str(checkpoints / "step_000014.ckpt") in message
+    # a run directory (or ckpt_path=last) skips the damaged file and resumes from the newest good one
+    resumed = compose_train(*overrides(small_corpus, "trainer.max_steps=16"), f"ckpt_path={cfg.paths.output_dir}")
+    assert train(resumed)["step"] == 16
+
+
+def test_ckpt_path_is_loaded_weights_only_whatever_the_environment(tmp_path, monkeypatch):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    crafted = tmp_path / "checkpoints" / "last.ckpt"
+    crafted.parent.mkdir()
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": {}}, "x": Exploit()}, crafted)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(ConfigError, match="refusing"):
+        checkpoint_io.resolve_resume(str(crafted), tmp_path)
+    with pytest.raises(ConfigError):
+        checkpoint_io.AtomicCheckpointIO().load_checkpoint(crafted)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "max_in_a_row,match",
+    [
+        (2, r"NaN or inf for 2 step\(s\) in a row from step 9"),  # the loss guard stops first
+        (3, r"the weights hold NaN or inf at step 10: not saving them"),  # the validation save at step 10 is refused
+    ],
+)
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    compose_train, small_corpus, tmp_path, max_in_a_row, match
+):
+    cfg = compose_train(
+        *overrides(small_corpus, "trainer.max_steps=40", "trainer.log_every_n_steps=1"),
+        f"callbacks.nonfinite_loss.max_in_a_row={max_in_a_row}",
+        "+callbacks.poison._target_=helpers_record.PoisonWeights",
+        "+callbacks.poison.step=8",  # the loss is NaN from step 9 on
+    )
+    with pytest.raises(NonFiniteLossError, match=match):
+        train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    last = read_checkpoint(checkpoints / "last.ckpt", check_contents=True)
+    assert last["global_step"] == 7  # step_7: nothing was saved after the weights turned NaN
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_run_ids_of_jobs_started_together_differ():
+    code = "from santacoder.launch import run_id; print(run_id())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "SANTACODER_RUN_ID")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=clean)
+             for _ in range(4)]  # fmt: skip
+    ids = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert len(set(ids)) == 4, ids
+
+
+# -- signals, through `python train.py` ---------------------------------------------------------------------
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    pythonpath = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    drop = ("SLURM_JOB_ID", "SLURM_PROCID", "RANK", "LOCAL_RANK", "SANTACODER_RUN_ID")
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**clean, "PROJECT_ROOT": str(tmp_path), "PYTHONPATH": pythonpath, "WANDB_MODE": "offline",
+            "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+
+def start_training(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides(corpus, *extra), f"paths.data_dir={tmp_path / 'data'}"]
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for(path_glob, tmp_path: Path, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(tmp_path.glob(path_glob))
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"nothing matched {path_glob} after {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_path, sig, status):
+    proc = start_training(tmp_path, small_corpus, "trainer.max_steps=100000")
+    try:
+        wait_for("logs/train/runs/*/checkpoints/step_000007.ckpt", tmp_path)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, out[-3000:]
+    run_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
+    stopped = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", check_contents=True)
+    assert stopped["global_step"] >= 7
+    # resuming from the run directory continues in that directory, from that step
+    steps = stopped["global_step"] + 2
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides(small_corpus, f"trainer.max_steps={steps}"),
+         f"paths.data_dir={tmp_path / 'data'}", f"ckpt_path={run_dir}"],
+        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == [run_dir.name]
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == steps
