@@ -306,3 +306,28 @@ def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == [run_dir.name]
     assert json.loads((run_dir / "metrics.json").read_text())["step"] == steps
+
+
+@pytest.mark.slow
+def test_resume_on_two_ranks_from_a_one_rank_checkpoint_continues_the_global_sample_order(
+    compose_train, small_corpus, tmp_path
+):
+    full = recorded(compose_train, tmp_path, small_corpus, "full", "trainer.max_steps=24")
+    ckpt = tmp_path / "full" / "run" / "checkpoints" / "step_000014.ckpt"
+    record_dir = tmp_path / "two_ranks"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides(small_corpus, "trainer.max_steps=24"),
+         "trainer=ddp_cpu", "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}", f"ckpt_path={ckpt}",
+         f"hydra.run.dir={tmp_path / 'two_ranks_run'}", "+callbacks.record._target_=helpers_record.RecordBatches",
+         f"+callbacks.record.out_dir={record_dir}"],
+        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((record_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    micro = BATCH // 2
+    assert ranks[0]["steps"] == ranks[1]["steps"] == full["steps"][14:]
+    for i in range(10):  # each step's global batch: the same 16 samples as the one-rank run's
+        both = ranks[0]["samples"][i * micro : (i + 1) * micro] + ranks[1]["samples"][i * micro : (i + 1) * micro]
+        assert sorted(both) == sorted(full["samples"][(14 + i) * BATCH : (15 + i) * BATCH])
+    # DDP averages the ranks' mean losses (not token-weighted over the global batch): close, not equal
+    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(full["losses"][14:]), rtol=2e-3, atol=0)

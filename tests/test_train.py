@@ -77,34 +77,6 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
     assert module.config.vocab_size == 512  # the tokenizer's 512 tokens, already a multiple of 128
 
 
-@pytest.mark.slow
-def test_resuming_mid_epoch_continues_exactly_like_an_uninterrupted_run(compose_train, corpus_dir, tmp_path):
-    """10 steps, then resume to 15: the same samples and losses as 15 steps in one go (constant learning rate,
-    since the schedule's length is max_steps)."""
-
-    def run(name: str, steps: int, *extra: str) -> dict:
-        cfg = compose_train(
-            *small(corpus_dir),
-            f"trainer.max_steps={steps}",
-            "trainer.val_check_interval=5",
-            "model.scheduler.warmup_fraction=0.0",
-            "model.scheduler.min_lr_ratio=1.0",
-            "+callbacks.record._target_=helpers_record.RecordBatches",
-            f"+callbacks.record.out_dir={tmp_path / name}",
-            *extra,
-        )
-        cfg.paths.output_dir = str(tmp_path / name / "run")
-        metrics = train(cfg)
-        return {**json.loads((tmp_path / name / "rank0.json").read_text()), "step": metrics["step"]}
-
-    full = run("full", 15)
-    run("first", 10)
-    resumed = run("resumed", 15, f"ckpt_path={tmp_path / 'first' / 'run' / 'checkpoints' / 'last.ckpt'}")
-    assert resumed["step"] == 15
-    assert resumed["samples"] == full["samples"][10 * 8 :]  # 8 sequences per step
-    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(full["losses"][10:]))
-
-
 @pytest.mark.parametrize(
     "overrides,match",
     [
