@@ -142,8 +142,8 @@ def build_overrides(args: argparse.Namespace, corpus: Path, val_fraction: float)
         "trainer.limit_val_batches=1",
         "trainer.log_every_n_steps=5",
         f"callbacks.throughput.window_size={window}",
-        "callbacks.model_checkpoint.save_last=false",
         "callbacks.model_checkpoint.save_top_k=0",
+        "~callbacks.run_checkpoint",  # measurements only: no 13 GB last.ckpt of the 1.1B model
         "callbacks.progress_bar.refresh_rate=0",
         "logger=csv",
         "extras.print_config=false",

@@ -331,3 +331,16 @@ def test_resume_on_two_ranks_from_a_one_rank_checkpoint_continues_the_global_sam
         assert sorted(both) == sorted(full["samples"][(14 + i) * BATCH : (15 + i) * BATCH])
     # DDP averages the ranks' mean losses (not token-weighted over the global batch): close, not equal
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(full["losses"][14:]), rtol=2e-3, atol=0)
+
+
+@pytest.mark.slow
+def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_weights(tmp_path):
+    """scripts/fault_injection.py in small: SIGKILL twice (once in the middle of a checkpoint write), resume
+    each time; the final weights equal an uninterrupted run's."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--kills", "2", "--small", "--steps", "300",
+         "--workdir", str(tmp_path)],
+        env=env(tmp_path), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 kills, 1 during a save" in result.stdout and "weights EQUAL" in result.stdout

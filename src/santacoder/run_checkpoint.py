@@ -80,6 +80,8 @@ class RunCheckpoint(Checkpoint):
 
     def _save(self, trainer, periodic: bool = False) -> None:
         step = trainer.global_step
+        if trainer.fast_dev_run:
+            return  # a smoke test of the code path, as Lightning's own ModelCheckpoint treats it
         if step == self._saved_step and not periodic:
             return  # last.ckpt already holds this state
         if periodic:
