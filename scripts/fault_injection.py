@@ -2,7 +2,7 @@
 equal an uninterrupted run's, bit for bit.
 
     python scripts/fault_injection.py --kills 20            # the README's number (about 8 minutes on 2 cores)
-    python scripts/fault_injection.py --kills 3 --small     # the test suite's version (tests/test_resume.py)
+    python scripts/fault_injection.py --kills 2 --small --steps 300   # the test suite's version
 
 Each start is killed at a random moment, chosen so that the run makes about 1/N of its progress per start;
 every other kill (``--during-save 0.5``) then also wait for the next checkpoint write to be under way (its
