@@ -30,6 +30,9 @@ train: $(STAMP) ## Train a tiny SantaCoder with FIM on the Python standard libra
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
+test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-installs slurm-wlm): 2 tasks, SIGUSR1, requeue, resume
+	scripts/slurm/test_slurm.sh --train $(ARGS)
+
 lint: $(STAMP) ## Check style with ruff
 	$(BIN)/ruff check src tests scripts train.py
 	$(BIN)/ruff format --check src tests scripts train.py
@@ -57,4 +60,4 @@ clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format clean gpu-wheels
+.PHONY: help install train test test-slurm lint format clean gpu-wheels

@@ -344,3 +344,66 @@ def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_w
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 kills, 1 during a save" in result.stdout and "weights EQUAL" in result.stdout
+
+
+def ddp_train(tmp_path: Path, corpus: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *overrides(corpus, *extra), "trainer=ddp_cpu", "trainer.devices=2",
+            f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_rank_resume_with_dropout_equals_the_uninterrupted_two_rank_run(small_corpus, tmp_path):
+    """Each rank gets back its own generator state: the resumed DDP run's losses and weights are the
+    uninterrupted one's, bit for bit."""
+    dropout = ("model.config.resid_pdrop=0.1", "trainer.max_steps=20")
+
+    def run(name: str, *extra: str) -> dict:
+        record = [
+            "+callbacks.record._target_=helpers_record.RecordBatches",
+            f"+callbacks.record.out_dir={tmp_path / name}",
+        ]
+        cmd = ddp_train(tmp_path, small_corpus, tmp_path / f"{name}_run", *dropout, *record, *extra)
+        result = subprocess.run(cmd, cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((tmp_path / name / "rank1.json").read_text())
+
+    full = run("full")
+    resumed = run("resumed", f"ckpt_path={tmp_path / 'full_run' / 'checkpoints' / 'step_000007.ckpt'}")
+    assert resumed["samples"] == full["samples"][7 * BATCH // 2 :]
+    assert resumed["losses"] == full["losses"][7:]
+    assert_same_weights(tmp_path / "full_run" / "checkpoints" / "last.ckpt",
+                        tmp_path / "resumed_run" / "checkpoints" / "last.ckpt")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_rank_at_once_saves_and_exits_143(small_corpus, tmp_path):
+    """As SLURM and a terminal do: the signal reaches both ranks (and no rank waits in a collective for ever)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        ddp_train(tmp_path, small_corpus, run_dir, "trainer.max_steps=100000"), cwd=tmp_path, env=env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for("run/checkpoints/step_000014.ckpt", tmp_path)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, out[-3000:]
+    stopped = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", check_contents=True)
+    assert stopped["global_step"] >= 14 and stopped["rng_states"]["cpu"].shape[0] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("SANTACODER_TEST_SLURM") != "1",
+    reason="starts a real one-machine SLURM as root (apt-installs slurm-wlm): run `make test-slurm`, or set "
+    "SANTACODER_TEST_SLURM=1",
+)
+def test_slurm_job_is_requeued_on_sigusr1_and_finishes_in_the_same_run():
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "slurm" / "test_slurm.sh"), "--train"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0 and "\nPASS\n" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]

@@ -1,15 +1,18 @@
 """Signals that end a training run early: finish the current batch, save ``last.ckpt``, exit as schedulers expect.
 
-- SIGTERM (``kill``, a scheduler's preemption, SLURM's time limit): save, exit 143 (128 + 15), so the run is
-  not mistaken for a finished one.
+- SIGTERM (``kill``, a scheduler's preemption, ``scancel``): save, exit 143 (128 + 15), so the run is not
+  mistaken for a finished one.
 - SIGINT (Ctrl-C): save, exit 130. A second Ctrl-C stops at once, without saving.
 - SIGUSR1 under SLURM (``#SBATCH --signal=SIGUSR1@120``): save, requeue the job (``scontrol requeue``), exit 0;
   the requeued job has the same id, so the same run directory, and resumes from ``last.ckpt`` there.
 
-The stop itself is Lightning's SIGTERM mechanism, which every rank follows at the same batch boundary (rank
-0's flag is broadcast each step in multi-process runs): the other two signals are turned into it. Saving is
-``RunCheckpoint.on_exception``. Outside ``trainer.fit`` (data preparation) there is nothing to save and the
-process exits at once with the same status.
+A handler only records the signal. ``StopOnSignal`` reads the record at the end of each training batch; in a
+multi-process run the ranks first agree (one all-reduce of a flag: any rank's signal stops them all at the same
+batch), then every rank raises Lightning's ``SIGTERMException``, on which ``RunCheckpoint`` saves. Lightning's
+own SIGTERM handler is replaced during training: it broadcasts from inside the handler, which deadlocks when
+SLURM signals every rank at once (one rank in that broadcast, another in the gradient all-reduce).
+Outside training (data preparation, setup) there is nothing to save: the process exits at once with the status.
+Data-loader workers ignore these signals (``ignore_in_worker``): the main process decides and shuts them down.
 """
 
 from __future__ import annotations
@@ -19,53 +22,85 @@ import os
 import signal
 import subprocess
 
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 log = logging.getLogger(__name__)
 
 EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGUSR1: 0}
 _received: list[signal.Signals] = []
 _previous: dict[signal.Signals, object] = {}
+_training = False  # between on_train_start and the end of fit: a signal waits for the batch boundary
 
 
 def under_slurm() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID"))
 
 
+def stop_signals() -> list[signal.Signals]:
+    return [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if under_slurm() else [])
+
+
 def _handle(signum: int, frame) -> None:
     sig = signal.Signals(signum)
-    stop_now = signal.getsignal(signal.SIGTERM) is _handle  # Lightning has not taken over SIGTERM: not in fit
     if sig == signal.SIGINT and _received:
         raise KeyboardInterrupt  # a second Ctrl-C: stop now
-    if not _received or sig != signal.SIGTERM:
+    if not _training:
+        raise SystemExit(EXIT_STATUS[sig] or 1)
+    if not _received:
         log.warning("received %s: saving last.ckpt after the current batch, then stopping", sig.name)
     _received.append(sig)
-    if stop_now:
-        raise SystemExit(EXIT_STATUS[sig] or 1)
-    if sig != signal.SIGTERM:
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-        if callable(lightning_handler):
-            lightning_handler(signal.SIGTERM, frame)  # Lightning composes ours into its own: that adds SIGTERM
 
 
 def install() -> None:
     """Handle SIGTERM, SIGINT and (under SLURM) SIGUSR1 from now on; call before ``trainer.fit``.
 
-    Lightning keeps a SIGTERM handler it finds, composing it with its own; finding one for SIGUSR1 it does not
-    install its SLURM handler, which would save mid-step into another file (``hpc_ckpt_*.ckpt``)."""
+    Lightning finds our SIGUSR1 handler and so does not install its SLURM one (which saves mid-step into
+    another file, ``hpc_ckpt_*.ckpt``); its SIGTERM handler is replaced by ``StopOnSignal.on_train_start``."""
+    global _training
     _received.clear()
-    signals = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if under_slurm() else [])
-    for sig in signals:
+    _training = False
+    for sig in stop_signals():
         _previous[sig] = signal.signal(sig, _handle)
 
 
 def uninstall() -> None:
+    global _training
+    _training = False
     for sig, handler in _previous.items():
         signal.signal(sig, handler)
     _previous.clear()
 
 
+def ignore_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the data loaders: SLURM and a terminal signal the whole process group."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def stop_signal() -> signal.Signals | None:
     """The first stopping signal received since ``install``, if any."""
     return _received[0] if _received else None
+
+
+class StopOnSignal(Callback):
+    """Stops every rank at the same batch boundary once any rank has received a stopping signal."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        global _training
+        _training = True
+        signal.signal(signal.SIGTERM, _handle)  # over Lightning's (see the module's docstring)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stop = bool(_received)
+        if trainer.world_size > 1:  # one small all-reduce per step, next to Lightning's own per-step broadcast
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            raise SIGTERMException()  # Lightning: on_exception (RunCheckpoint saves), teardown, re-raised
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        global _training
+        _training = False
 
 
 def requeue_slurm_job() -> bool:

@@ -219,6 +219,6 @@ class SantaCoderLitModule(L.LightningModule):
                 f"{world}: dropout masks will differ from an uninterrupted run's (the data order does not)"
             )
             return
-        torch.set_rng_state(states["cpu"][rank].contiguous())
+        torch.set_rng_state(states["cpu"][rank].clone())  # a tensor of its own: a row view crashes it
         if "cuda" in states and self.device.type == "cuda":
-            torch.cuda.set_rng_state(states["cuda"][rank].contiguous(), self.device)
+            torch.cuda.set_rng_state(states["cuda"][rank].clone(), self.device)

@@ -191,6 +191,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume_wandb_run(cfg, ckpt)
     model = build(cfg, "model")
     callbacks = [build(cfg.callbacks, name) for name in cfg.get("callbacks") or {}]
+    callbacks.append(interrupts.StopOnSignal())  # not optional: a signal must never lose the run's progress
     loggers = [build(cfg.logger, name) for name in cfg.get("logger") or {}]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)

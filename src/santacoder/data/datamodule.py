@@ -21,6 +21,7 @@ from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores
 from santacoder.errors import ConfigError
+from santacoder.interrupts import ignore_in_worker
 from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class CodeDataModule(L.LightningDataModule):
             # its own generator (for worker seeds): drawing from torch's global one would shift the dropout
             # masks of training steps by every loader created, differently in a resumed run
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=ignore_in_worker,  # SIGTERM/SIGINT/SIGUSR1 are the main process's to handle
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
