@@ -140,7 +140,8 @@ class FailingWriter:
 def test_a_save_that_fails_mid_write_leaves_the_previous_last_ckpt(compose_train, small_corpus, tmp_path, monkeypatch):
     run_dir = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="santacoder-test-"))
     try:
-        assert os.stat(run_dir).st_dev != os.stat(tempfile.gettempdir()).st_dev
+        if os.stat(run_dir).st_dev == os.stat(tempfile.gettempdir()).st_dev:
+            pytest.skip("/dev/shm and $TMPDIR are one filesystem here")
         tmp_before = set(os.listdir(tempfile.gettempdir()))
         saves = []
 
