@@ -107,3 +107,22 @@ def test_console_script_runs(layouts):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "megatron" in result.stdout and f"{layouts['num_params']:,}" in result.stdout
+
+
+def test_convert_never_overwrites_its_input_and_asks_before_replacing_an_output(layouts, tmp_path, capsys):
+    source = layouts["paths"]["santacoder"]
+    assert main(["convert", "--to", "ckpt", str(source), str(tmp_path / "a.ckpt")]) == 0
+    resumable = tmp_path / "a.ckpt"
+    before = resumable.read_bytes()
+    # the same file as output: refused even with --force, the file unchanged
+    assert main(["convert", "--to", "ckpt", str(resumable), str(resumable), "--force"]) == 2
+    assert "is the input" in capsys.readouterr().err and resumable.read_bytes() == before
+    # an existing output: refused without --force, replaced with it
+    assert main(["convert", "--to", "ckpt", str(source), str(resumable)]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --force" in err and len(err.strip().splitlines()) == 1 and resumable.read_bytes() == before
+    assert main(["convert", "--to", "ckpt", str(source), str(resumable), "--force"]) == 0
+    # an HF directory converted into itself
+    assert main(["convert", "--to", "hf", str(source), str(tmp_path / "hf")]) == 0
+    assert main(["convert", "--to", "hf", str(tmp_path / "hf"), str(tmp_path / "hf"), "--force"]) == 2
+    assert "is the input" in capsys.readouterr().err

@@ -78,6 +78,7 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), help="dtype of the written weights (default: as the source stores them)"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output (never the input)")
     parser.set_defaults(func=run_convert)
 
 
@@ -101,7 +102,7 @@ def run_convert(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer
     if tokenizer is None and args.to == "hf":
         tokenizer = _source_tokenizer(Path(args.source))
-    written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype)
+    written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype, force=args.force)
     print(f"wrote {written}")
     if args.to == "hf" and tokenizer is None:
         print("note: no tokenizer written; pass --tokenizer path/to/tokenizer.json to include one", file=sys.stderr)

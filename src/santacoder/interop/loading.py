@@ -260,25 +260,41 @@ def convert(
     to: str = "hf",
     tokenizer: CodeTokenizer | str | Path | None = None,
     dtype: torch.dtype | str | None = None,
+    force: bool = False,
 ) -> Path:
     """Convert any supported checkpoint to a transformers GPTBigCode directory (``to="hf"``) or to a checkpoint
     of this project (``to="ckpt"``; where ``out`` is a directory or ends with "/", ``out/model.ckpt``).
 
     ``dtype`` defaults to the dtype the source stores. ``tokenizer`` (hf only) is written next to the model.
+    An existing output is replaced only with ``force=True``, and never when it is (or holds) the source.
     Returns the path written.
     """
     if to not in CONVERT_TARGETS:
         raise ConfigError(f"conversion target {to!r} must be one of {CONVERT_TARGETS}")
-    checkpoint = open_checkpoint(source)
-    model = build_model(checkpoint, dtype=resolve_dtype(dtype) if dtype is not None else checkpoint.dtype)
     is_dir = str(out).endswith(("/", os.sep)) or Path(out).expanduser().is_dir()
     out = Path(out).expanduser()
+    if to == "ckpt" and is_dir:
+        out = out / "model.ckpt"
+    _check_output(Path(source).expanduser(), out, force)  # before any work: nothing is read or written yet
+    checkpoint = open_checkpoint(source)
+    model = build_model(checkpoint, dtype=resolve_dtype(dtype) if dtype is not None else checkpoint.dtype)
     if to == "hf":
         if isinstance(tokenizer, str | Path):
             tokenizer = load_tokenizer(tokenizer)
         return save_hf(model, out, tokenizer=tokenizer)
     if tokenizer is not None:
         raise ConfigError("a tokenizer is written only with --to hf; checkpoints of this project hold the model only")
-    if is_dir:
-        out = out / "model.ckpt"
     return save_checkpoint(model, out)
+
+
+def _check_output(source: Path, out: Path, force: bool) -> None:
+    """Refuse to write over the source (even with ``force``) or over an existing output without ``force``."""
+    source, target = source.resolve(), out.resolve()
+    if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
+        raise ConfigError(
+            f"the output {str(out)!r} is the input {str(source)!r} or overlaps it: converting would replace the "
+            "checkpoint being read (a resumable .ckpt would lose its optimizer state); write to another path"
+        )
+    exists = target.is_file() or (target.is_dir() and any(target.iterdir()))
+    if exists and not force:
+        raise ConfigError(f"the output {str(out)!r} exists; pass --force (force=True) to overwrite it")
