@@ -246,3 +246,13 @@ def test_custom_fim_token_names(corpus_dir, tmp_path):
     assert dm.datasets["train"][0]["input_ids"][0] == dm.tokenizer.fim_prefix_id
     with pytest.raises(ConfigError, match=r"data.fim_tokens has unknown keys \['begin'\]"):
         datamodule(corpus_dir, tmp_path, fim_tokens={"begin": "<B>"})
+
+
+def test_validation_shares_cover_every_sample_once_on_any_number_of_ranks():
+    dataset = list(range(11))  # not divisible by 2 or 3: DistributedSampler would repeat samples to even out
+    for world in (1, 2, 3):
+        shares = [
+            [i for _, i in EpochSampler(dataset, num_replicas=world, rank=r, shuffle=False, drop_last=False, pad=False)]
+            for r in range(world)
+        ]
+        assert sorted(sum(shares, [])) == dataset

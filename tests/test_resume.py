@@ -1,5 +1,6 @@
 """Runs that lose nothing: exact resume from any checkpoint a run writes (across epochs, onto more ranks),
-`last.ckpt` always the newest state, atomic saves, signals, damaged and crafted checkpoints, NaN losses."""
+`last.ckpt` always the newest state, atomic saves, signals, damaged and crafted checkpoints, NaN losses; and a
+val/loss that does not depend on the number of ranks (shares the DDP helpers here)."""
 
 import json
 import os
@@ -408,3 +409,21 @@ def test_slurm_job_is_requeued_on_sigusr1_and_finishes_in_the_same_run():
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0 and "\nPASS\n" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_val_loss_is_the_same_on_one_and_two_ranks(small_corpus, tmp_path):
+    """The same weights (learning rate 0) validated over the whole split, whose sample count does not divide by 2:
+    no sample counts twice, so val/loss does not depend on the number of ranks."""
+    common = ("trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1.0",
+              "model.optimizer.lr=0.0", "data.seq_len=30")  # fmt: skip
+    results = {}
+    for devices in (1, 2):
+        run_dir = tmp_path / f"ranks{devices}"
+        cmd = ddp_train(tmp_path, small_corpus, run_dir, *common) + [f"trainer.devices={devices}"]
+        result = subprocess.run(cmd, cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[devices] = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
+    val = next((tmp_path / "data" / "cache").glob("tokens-*/val/meta.json"))
+    assert ((json.loads(val.read_text())["num_tokens"] - 1) // 30) % 2 == 1  # an odd number of samples
+    assert results[1] == pytest.approx(results[2], rel=1e-6)

@@ -226,7 +226,7 @@ class CodeDataModule(L.LightningDataModule):
         micro = self.micro_batch_size(world, accumulate if split == "train" else 1)
         dataset = self.datasets[split]
         sampler = EpochSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle, pad=shuffle
         )
         if split == "train" and self._resume_position is not None:
             # Each rank's share of an epoch is every world-th sample of one global order, so skipping

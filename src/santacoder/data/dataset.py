@@ -64,8 +64,13 @@ class EpochSampler(DistributedSampler):
     Being a DistributedSampler, Lightning keeps it as is instead of wrapping it for distributed runs.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, pad: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if not pad and not self.shuffle and not self.drop_last:
+            # every rank takes every world-th sample and none is repeated to even the shares out, so a metric
+            # summed over ranks counts each sample exactly once (validation: val/loss independent of the ranks)
+            self.total_size = len(self.dataset)
+            self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
         self.resume_epoch: int | None = None
         self.resume_skip = 0
 
