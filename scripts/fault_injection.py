@@ -2,9 +2,9 @@
 equal an uninterrupted run's, bit for bit.
 
     python scripts/fault_injection.py --kills 20            # the README's number (about 8 minutes on 2 cores)
-    python scripts/fault_injection.py --kills 2 --small --steps 300   # the test suite's version
+    python scripts/fault_injection.py --kills 2 --small --steps 600   # the test suite's version
 
-Each start is killed at a random moment, chosen so that the run makes about 1/N of its progress per start;
+Each start is killed at a random moment, chosen so that the run makes about 1/(4N) of its progress per start;
 every other kill (``--during-save 0.5``) then also wait for the next checkpoint write to be under way (its
 temporary file exists) and kill in the middle of it. After each kill the next start resumes with
 ``ckpt_path=last`` in the same run directory. The script prints one row per kill and a summary, and exits
@@ -115,7 +115,7 @@ def main() -> int:
         checkpoints = chaos / "checkpoints"
         print(f"{'kill':>4}  {'aimed at':<12} {'after s':>7}  {'partial write':<13} {'last.ckpt step':>14}")
         hits = 0
-        span = (full_time - first_save) / args.kills  # at most about 1/kills of the run per start
+        span = (full_time - first_save) / (2 * args.kills)  # about 1/(4 kills) of the run per start, on average
         for k in range(1, args.kills + 1):
             aim_save = int(k * args.during_save) > int((k - 1) * args.during_save)  # every 1/during_save-th kill
             proc = start(args, corpus, workdir, chaos, log)

@@ -340,7 +340,7 @@ def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_w
     """scripts/fault_injection.py in small: SIGKILL twice (once in the middle of a checkpoint write), resume
     each time; the final weights equal an uninterrupted run's."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--kills", "2", "--small", "--steps", "300",
+        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--kills", "2", "--small", "--steps", "600",
          "--workdir", str(tmp_path)],
         env=env(tmp_path), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
