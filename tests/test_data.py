@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -256,3 +257,34 @@ def test_validation_shares_cover_every_sample_once_on_any_number_of_ranks():
             for r in range(world)
         ]
         assert sorted(sum(shares, [])) == dataset
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (
+            lambda d: (d / "train" / "tokens.bin").write_bytes((d / "train" / "tokens.bin").read_bytes()[:-100]),
+            "tokens.bin holds",
+        ),
+        (lambda d: (d / "train" / "tokens.bin").write_bytes(b""), "tokens.bin holds 0 bytes"),
+        (lambda d: (d / "val" / "meta.json").write_text('{"split": "val", "tok'), "metadata is unreadable"),
+        (lambda d: shutil.rmtree(d / "val"), "meta.json is missing"),
+        (lambda d: (d / "train" / "doc_offsets.npy").unlink(), "doc_offsets.npy is missing"),
+    ],
+    ids=["truncated-tokens", "empty-tokens", "truncated-meta", "split-deleted", "offsets-deleted"],
+)
+def test_a_damaged_token_store_is_rebuilt_with_one_line(corpus_dir, tmp_path, caplog, damage, reason):
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    dm.setup()
+    expected = {s: (d.store.num_tokens, d.store.num_docs) for s, d in dm.datasets.items()}
+    store_dir = next((tmp_path / "cache").glob("tokens-*"))
+    damage(store_dir)
+    again = datamodule(corpus_dir, tmp_path)
+    with caplog.at_level("WARNING"):
+        again.prepare_data()
+    (line,) = [r.getMessage() for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert reason in line and str(store_dir) in line
+    again.setup()
+    assert {s: (d.store.num_tokens, d.store.num_docs) for s, d in again.datasets.items()} == expected
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [store_dir.name]  # no litter

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
-from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores
+from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores, store_problem
 from santacoder.errors import ConfigError
 from santacoder.interrupts import ignore_in_worker
 from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
@@ -185,9 +186,16 @@ class CodeDataModule(L.LightningDataModule):
             log.info("saved tokenizer to %s", tok_file)
         tokenizer = self._load_tokenizer()
         store_dir = self._store_dir(tokenizer)
-        if not all((store_dir / s / "meta.json").exists() for s in SPLITS):
-            log.info("tokenizing %s into %s", self.corpus.source, store_dir)
-            build_token_stores(self.corpus, tokenizer, store_dir, self.val_fraction)
+        if store_dir.exists():
+            problems = {s: store_problem(store_dir / s, tokenizer) for s in SPLITS}
+            problems = {s: p for s, p in problems.items() if p}
+            if not problems:
+                return
+            split, problem = next(iter(problems.items()))
+            log.warning("token store %s is incomplete or damaged (%s: %s): rebuilding it", store_dir, split, problem)
+            shutil.rmtree(store_dir)
+        log.info("tokenizing %s into %s", self.corpus.source, store_dir)
+        build_token_stores(self.corpus, tokenizer, store_dir, self.val_fraction)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -195,6 +203,12 @@ class CodeDataModule(L.LightningDataModule):
         self._load_tokenizer()
         store_dir = self._store_dir(self.tokenizer)
         for split in SPLITS:
+            problem = store_problem(store_dir / split, self.tokenizer)
+            if problem:  # prepare_data (global rank 0) checked it: it changed since, or ranks see other storage
+                raise ConfigError(
+                    f"token store {store_dir / split} is incomplete or damaged ({problem}); run again to rebuild "
+                    f"it, and on a cluster put data.cache_dir={str(self.cache_dir)!r} on storage every node sees"
+                )
             store = TokenStore(store_dir / split)
             dataset = PackedFIMDataset(
                 store, self.tokenizer, self.seq_len, self.fim_rate, self.fim_spm_rate, self.seed, split

@@ -57,6 +57,29 @@ class TokenStore:
         return {**self.__dict__, "_tokens": None}
 
 
+def store_problem(directory: str | Path, tokenizer: CodeTokenizer | None = None) -> str | None:
+    """Why the store of one split cannot be trusted (missing or unreadable files, sizes that disagree with
+    ``meta.json``, offsets out of order, another tokenizer's ids), or None when it is whole. Reads the
+    metadata and the offsets, not the tokens."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        num_tokens, num_docs, dtype = int(meta["num_tokens"]), int(meta["num_docs"]), np.dtype(meta["dtype"])
+        offsets = np.load(directory / "doc_offsets.npy")
+        size = (directory / "tokens.bin").stat().st_size
+    except FileNotFoundError as e:
+        return f"{Path(e.filename).name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:  # truncated JSON or .npy, wrong fields
+        return f"its metadata is unreadable ({type(e).__name__}: {e})"
+    if size != num_tokens * dtype.itemsize:
+        return f"tokens.bin holds {size} bytes, meta.json says {num_tokens} tokens of {dtype.itemsize} bytes"
+    if offsets.shape != (num_docs + 1,) or offsets[0] != 0 or offsets[-1] != num_tokens or (np.diff(offsets) < 0).any():
+        return "doc_offsets.npy does not match meta.json"
+    if tokenizer is not None and meta.get("tokenizer") != tokenizer.fingerprint():
+        return f"it was written by another tokenizer ({meta.get('tokenizer')}, not {tokenizer.fingerprint()})"
+    return None
+
+
 def build_token_stores(
     documents: Iterable[Document],
     tokenizer: CodeTokenizer,
