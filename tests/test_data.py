@@ -44,6 +44,35 @@ def test_directory_corpus_filters_extensions_and_skips_bad_files(corpus_dir, cap
     assert [d.name for d in Corpus(corpus_dir, extensions=(".java",))] == ["Hello.java"]
 
 
+def test_bad_rows_are_skipped_one_by_one_and_counted_by_reason(tmp_path, caplog):
+    good = [json.dumps({"content": f"x = {i}\n"}).encode() for i in range(4)]
+    lines = [
+        good[0],
+        b'{"content": "caf\xe9"}',  # an invalid UTF-8 byte in the row itself
+        json.dumps({"content": "\ud800"}).encode(),  # valid JSON, a lone surrogate: not encodable
+        b"[1, 2]",  # JSON, but not an object
+        json.dumps({"content": 7}).encode(),  # content of the wrong type
+        b'{"content": "unterminated',
+        good[1],
+    ]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    # a .jsonl.gz cut in the middle: the rows before the cut are kept
+    whole = gzip.compress(b"\n".join(good * 2000) + b"\n")
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "blob.py").write_bytes(b"\x00\x01binary\x00")
+    corpus = Corpus(tmp_path, LANGUAGES)
+    with caplog.at_level("WARNING"):
+        docs = list(corpus)
+    from_rows = [d for d in docs if d.name.startswith("rows.jsonl")]
+    assert [d.name for d in from_rows] == ["rows.jsonl:0", "rows.jsonl:6"]  # the good row after the bad ones too
+    assert 0 < sum(d.name.startswith("cut.jsonl.gz") for d in docs) < 8000
+    assert corpus.skipped.counts == {
+        "not_utf8": 1, "surrogates": 1, "bad_json": 2, "no_content": 1, "truncated": 1, "binary": 1,
+    }  # fmt: skip
+    (line,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "skipped 7 documents" in line and "rows.jsonl:2 (not UTF-8)" in line  # file:line, 1-based
+
+
 def test_table_corpora(tmp_path):
     rows = [{"content": "print('a')\n", "lang": "python"}, {"content": "var b = 1;\n"}, {"no_content": 1}]
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import sysconfig
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,23 +32,49 @@ class Document:
     text: str
 
 
+# Why a document was skipped; each reason is counted (SkipCounts) and reported in one warning line.
+SKIP_REASONS = {
+    "unreadable": "unreadable",
+    "not_utf8": "not UTF-8",
+    "surrogates": "lone surrogates (not encodable as UTF-8)",
+    "binary": "binary (NUL bytes)",
+    "bad_json": "not a JSON object",
+    "no_content": "no string 'content'",
+    "truncated": "file truncated (rows before the cut kept)",
+}
+EXAMPLES = 3
+
+
 @dataclass
 class SkipCounts:
-    """Documents that could not be read; logged, never fatal."""
+    """Documents (files or rows) that could not be used, by reason, with a few examples (``file:line``);
+    logged, never fatal: one bad row never costs the good rows around it."""
 
-    unreadable: int = 0
-    not_utf8: int = 0
-    no_content: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
-    def add(self, kind: str, name: str) -> None:
-        setattr(self, kind, getattr(self, kind) + 1)
-        if len(self.examples) < 3:
-            self.examples.append(name)
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(f"{where} ({SKIP_REASONS[reason]})")
+
+    def __getattr__(self, reason: str) -> int:  # skipped.not_utf8 etc.
+        if reason in SKIP_REASONS:
+            return self.counts.get(reason, 0)
+        raise AttributeError(reason)
 
     @property
     def total(self) -> int:
-        return self.unreadable + self.not_utf8 + self.no_content
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} {SKIP_REASONS[r]}" for r, n in sorted(self.counts.items()))
+        return f"{parts}; e.g. {', '.join(self.examples)}"
+
+
+def is_binary(data: bytes) -> bool:
+    """Code is text: a NUL byte in the first 8 KiB marks a binary file (git's heuristic)."""
+    return b"\0" in data[:8192]
 
 
 class Corpus:
@@ -117,21 +144,16 @@ class Corpus:
                 if doc is not None:
                     yield doc
         if self.skipped.total:
-            log.warning(
-                "skipped %d documents of %s (%d unreadable, %d not UTF-8, %d without 'content'), e.g. %s",
-                self.skipped.total,
-                self.source,
-                self.skipped.unreadable,
-                self.skipped.not_utf8,
-                self.skipped.no_content,
-                ", ".join(self.skipped.examples),
-            )
+            log.warning("skipped %d documents of %s: %s", self.skipped.total, self.source, self.skipped.summary())
 
     def _read_source_file(self, path: Path, name: str) -> Document | None:
         try:
             data = path.read_bytes()
         except OSError:
             self.skipped.add("unreadable", name)
+            return None
+        if is_binary(data):
+            self.skipped.add("binary", name)
             return None
         try:
             return Document(name, data.decode("utf-8"))
@@ -140,22 +162,46 @@ class Corpus:
             return None
 
     def _read_jsonl(self, path: Path, name: str) -> Iterator[Document]:
+        """Row by row, in bytes: a bad row (bytes, JSON, type, surrogates) is skipped and counted alone; a
+        truncated .gz keeps every row before the cut."""
         opener = gzip.open if path.name.endswith(".gz") else open
         try:
-            with opener(path, "rt", encoding="utf-8", errors="strict") as f:
-                for row, line in enumerate(f):
-                    if not line.strip():
-                        continue
-                    try:
-                        content = json.loads(line).get("content")
-                    except (json.JSONDecodeError, AttributeError):
-                        content = None
-                    if isinstance(content, str):
-                        yield Document(f"{name}:{row}", content)
-                    else:
-                        self.skipped.add("no_content", f"{name}:{row}")
-        except (OSError, UnicodeDecodeError, EOFError):
+            with opener(path, "rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    doc = self._jsonl_row(raw, f"{name}:{number}", f"{name}:{number - 1}")
+                    if doc is not None:
+                        yield doc
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            self.skipped.add("truncated" if isinstance(e, EOFError) else "unreadable", name)
+        except OSError:
             self.skipped.add("unreadable", name)
+
+    def _jsonl_row(self, raw: bytes, where: str, doc_name: str) -> Document | None:
+        if not raw.strip():
+            return None
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.skipped.add("not_utf8", where)
+            return None
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            self.skipped.add("bad_json", where)
+            return None
+        content = row.get("content") if isinstance(row, dict) else None
+        if not isinstance(content, str):
+            self.skipped.add("no_content" if isinstance(row, dict) else "bad_json", where)
+            return None
+        try:
+            content.encode("utf-8")  # JSON allows "\ud800"; the tokenizer cannot take it
+        except UnicodeEncodeError:
+            self.skipped.add("surrogates", where)
+            return None
+        if "\0" in content:
+            self.skipped.add("binary", where)
+            return None
+        return Document(doc_name, content)  # named by row index from 0, as before: splits stay as they were
 
     def _read_parquet(self, path: Path, name: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
