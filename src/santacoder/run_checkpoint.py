@@ -17,7 +17,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from santacoder.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, remove_leftovers
+from santacoder.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, remove_leftovers, write_atomically
 from santacoder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,6 @@ class RunCheckpoint(Checkpoint):
             tmp.unlink(missing_ok=True)
             os.link(path, tmp)
         except OSError:  # a filesystem without hard links: the same bytes, written again, atomically
-            from santacoder.checkpoint_io import write_atomically
-
             with open(path, "rb") as src:
                 write_atomically(self.last_path, lambda f: _copy(src, f))
             return
