@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import sysconfig
 import zlib
 from collections.abc import Iterator
@@ -38,11 +39,21 @@ SKIP_REASONS = {
     "not_utf8": "not UTF-8",
     "surrogates": "lone surrogates (not encodable as UTF-8)",
     "binary": "binary (NUL bytes)",
+    "too_large": "larger than data.max_doc_bytes",
     "bad_json": "not a JSON object",
     "no_content": "no string 'content'",
     "truncated": "file truncated (rows before the cut kept)",
 }
 EXAMPLES = 3
+# What to do when every document was skipped for a reason (said in the error that an unusable corpus ends with).
+REMEDIES = {
+    "unreadable": "check the files' permissions, and that each .jsonl.gz is gzip and each .parquet is whole",
+    "not_utf8": "code must be UTF-8 text; re-encode the files",
+    "bad_json": "each .jsonl line must be one JSON object",
+    "no_content": "table rows need a string 'content' column (The Stack's layout)",
+    "too_large": "raise data.max_doc_bytes (tokenizing holds ~120 bytes of RAM per byte of a document)",
+    "truncated": "the compressed file ends early; download it again",
+}
 
 
 @dataclass
@@ -79,11 +90,15 @@ def is_binary(data: bytes) -> bool:
 
 class Corpus:
     """The documents under ``source`` (a directory or a table file; None: the standard library) whose file names
-    end with one of ``extensions`` (e.g. ``(".py", ".java", ".js")``, SantaCoder's languages)."""
+    end with one of ``extensions`` (e.g. ``(".py", ".java", ".js")``, SantaCoder's languages). Documents larger
+    than ``max_doc_bytes`` (UTF-8; None: no limit) are skipped before they are read whole."""
 
-    def __init__(self, source: str | Path | None, extensions: tuple[str, ...] | list[str]):
+    def __init__(
+        self, source: str | Path | None, extensions: tuple[str, ...] | list[str], max_doc_bytes: int | None = None
+    ):
         self.source = Path(source).expanduser() if source else default_source()
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
+        self.max_doc_bytes = max_doc_bytes
         self.skipped = SkipCounts()
         self._fingerprint: str | None = None
         if not self.source.exists():
@@ -103,14 +118,28 @@ class Corpus:
             if not self._is_table(self.source):
                 return [self.source] if self.source.suffix in self.extensions else []
             return [self.source]
-        files = []
-        for path in sorted(self.source.rglob("*")):
-            rel = path.relative_to(self.source)
-            if SKIPPED_DIRS.intersection(rel.parts[:-1]) or not path.is_file():
-                continue
-            if path.suffix in self.extensions or self._is_table(path):
-                files.append(path)
-        return files
+        files, unlisted = [], []
+        for directory, subdirs, names in os.walk(self.source, onerror=unlisted.append):
+            subdirs[:] = [d for d in subdirs if d not in SKIPPED_DIRS]
+            for name in names:
+                path = Path(directory, name)
+                if (path.suffix in self.extensions or self._is_table(path)) and path.is_file():
+                    files.append(path)
+        if unlisted:
+            first = unlisted[0]
+            where = f"{first.filename} ({first.strerror})"
+            if not files:  # not "empty": the user must know it is a permission (or I/O) problem
+                raise ConfigError(
+                    f"data.source={str(self.source)!r} cannot be read: {where}; give this user read and execute "
+                    "permission on it (chmod -R u+rX) or point data.source elsewhere"
+                )
+            log.warning(
+                "could not list %d directories of %s, their files are left out: e.g. %s",
+                len(unlisted),
+                self.source,
+                where,
+            )
+        return sorted(files)
 
     @staticmethod
     def _is_table(path: Path) -> bool:
@@ -126,6 +155,8 @@ class Corpus:
     def _compute_fingerprint(self) -> str:
         h = hashlib.sha256(str(self.source.resolve()).encode())
         h.update(repr(self.extensions).encode())
+        if self.max_doc_bytes is not None:  # the limit decides which documents are in the corpus
+            h.update(f"max_doc_bytes={self.max_doc_bytes}".encode())
         for path in self.files:
             st = path.stat()
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -133,21 +164,40 @@ class Corpus:
 
     def __iter__(self) -> Iterator[Document]:
         self.skipped = SkipCounts()
+        used = 0
         for path in self.files:
             name = str(path.relative_to(self.source)) if self.source.is_dir() else path.name
             if path.name.endswith(".parquet"):
-                yield from self._read_parquet(path, name)
+                documents = self._read_parquet(path, name)
             elif self._is_table(path):
-                yield from self._read_jsonl(path, name)
+                documents = self._read_jsonl(path, name)
             else:
-                doc = self._read_source_file(path, name)
-                if doc is not None:
-                    yield doc
+                documents = filter(None, [self._read_source_file(path, name)])
+            for doc in documents:
+                used += 1
+                yield doc
         if self.skipped.total:
             log.warning("skipped %d documents of %s: %s", self.skipped.total, self.source, self.skipped.summary())
+        if not used:
+            self._refuse_unusable()
+
+    def _refuse_unusable(self) -> None:
+        """Every file or row was skipped: say why, and what to do, instead of a later 'corpus too small'."""
+        remedies = [REMEDIES[r] for r in sorted(self.skipped.counts) if r in REMEDIES]
+        raise ConfigError(
+            f"data.source={str(self.source)!r} has no usable document: all were skipped "
+            f"({self.skipped.summary() if self.skipped.total else 'every file is empty'})"
+            + (f"; {'; '.join(remedies)}" if remedies else "")
+        )
+
+    def _too_large(self, size: int) -> bool:
+        return self.max_doc_bytes is not None and size > self.max_doc_bytes
 
     def _read_source_file(self, path: Path, name: str) -> Document | None:
         try:
+            if self._too_large(path.stat().st_size):  # never read whole: a 200 MB file is not code to learn
+                self.skipped.add("too_large", name)
+                return None
             data = path.read_bytes()
         except OSError:
             self.skipped.add("unreadable", name)
@@ -167,14 +217,33 @@ class Corpus:
         opener = gzip.open if path.name.endswith(".gz") else open
         try:
             with opener(path, "rb") as f:
-                for number, raw in enumerate(f, start=1):
-                    doc = self._jsonl_row(raw, f"{name}:{number}", f"{name}:{number - 1}")
+                for number, raw in enumerate(self._lines(f), start=1):
+                    where = f"{name}:{number}"
+                    if raw is None:
+                        self.skipped.add("too_large", where)
+                        continue
+                    doc = self._jsonl_row(raw, where, f"{name}:{number - 1}")
                     if doc is not None:
                         yield doc
         except (EOFError, gzip.BadGzipFile, zlib.error) as e:
             self.skipped.add("truncated" if isinstance(e, EOFError) else "unreadable", name)
         except OSError:
             self.skipped.add("unreadable", name)
+
+    def _lines(self, f) -> Iterator[bytes | None]:
+        """The file's lines, or None for a line too long to hold a document of ``max_doc_bytes`` (JSON escapes
+        take at most 6 bytes per byte of text), which is read past in pieces, never held whole."""
+        if self.max_doc_bytes is None:
+            yield from f
+            return
+        limit = 6 * self.max_doc_bytes + 65536
+        while line := f.readline(limit):
+            if len(line) < limit or line.endswith(b"\n"):
+                yield line
+                continue
+            while (rest := f.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+            yield None
 
     def _jsonl_row(self, raw: bytes, where: str, doc_name: str) -> Document | None:
         if not raw.strip():
@@ -201,6 +270,9 @@ class Corpus:
         if "\0" in content:
             self.skipped.add("binary", where)
             return None
+        if self._too_large(len(content.encode("utf-8"))):
+            self.skipped.add("too_large", where)
+            return None
         return Document(doc_name, content)  # named by row index from 0, as before: splits stay as they were
 
     def _read_parquet(self, path: Path, name: str) -> Iterator[Document]:
@@ -213,12 +285,14 @@ class Corpus:
                     f"parquet file {str(path)!r} has no 'content' column (columns: {table.schema_arrow.names})"
                 )
             row = 0
-            for batch in table.iter_batches(columns=["content"]):
+            for batch in table.iter_batches(columns=["content"], batch_size=256):
                 for content in batch.column(0).to_pylist():
-                    if isinstance(content, str):
-                        yield Document(f"{name}:{row}", content)
-                    else:
+                    if not isinstance(content, str):
                         self.skipped.add("no_content", f"{name}:{row}")
+                    elif self._too_large(len(content.encode("utf-8"))):
+                        self.skipped.add("too_large", f"{name}:{row}")
+                    else:
+                        yield Document(f"{name}:{row}", content)
                     row += 1
         except (OSError, ValueError) as e:
             if isinstance(e, ConfigError):

@@ -7,6 +7,7 @@ directory and renamed into place, so a crash never leaves a half-written store t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,12 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from santacoder.data.cache_files import temporary_prefix
 from santacoder.data.corpus import Document, is_validation
+from santacoder.errors import is_disk_full, out_of_space
 from santacoder.tokenizer import CodeTokenizer
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
+# Text tokenized per call. tokenizers holds ~120 bytes of RAM per byte of each document it is encoding (one per
+# thread) and ~50 per byte of the call's output (measured with 0.23), so this bounds tokenization to well under
+# 1 GB whatever the corpus (documents are at most data.max_doc_bytes), and is still hundreds of files per call.
+BATCH_BYTES = 4 * 2**20
 
 
 class TokenStore:
@@ -85,21 +92,25 @@ def build_token_stores(
     tokenizer: CodeTokenizer,
     out_dir: str | Path,
     val_fraction: float,
-    batch_size: int = 512,
+    batch_bytes: int = BATCH_BYTES,
 ) -> dict[str, TokenStore]:
-    """Tokenize ``documents`` once into a train and a validation store under ``out_dir``."""
+    """Tokenize ``documents`` once into a train and a validation store under ``out_dir``, ``batch_bytes`` of
+    text (UTF-8) per tokenizer call: the memory bound."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out_dir), dir=out_dir.parent))
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
-    writers = {s: _SplitWriter(tmp / s, dtype) for s in SPLITS}
+    writers: dict[str, _SplitWriter] = {}
     try:
+        writers.update({s: _SplitWriter(tmp / s, dtype) for s in SPLITS})
         batch: list[Document] = []
+        size = 0
         for doc in documents:
             batch.append(doc)
-            if len(batch) == batch_size:
+            size += len(doc.text.encode("utf-8"))
+            if size >= batch_bytes:
                 _write_batch(batch, tokenizer, writers, val_fraction)
-                batch = []
+                batch, size = [], 0
         _write_batch(batch, tokenizer, writers, val_fraction)
         for split, writer in writers.items():
             writer.close({"split": split, "tokenizer": tokenizer.fingerprint(), "eod_id": tokenizer.eod_id})
@@ -109,8 +120,15 @@ def build_token_stores(
             if not all((out_dir / s / "meta.json").exists() for s in SPLITS):
                 raise
             shutil.rmtree(tmp)  # another process finished the same store first; its content is the same
-    except BaseException:
+    except BaseException as e:
+        for writer in writers.values():
+            with contextlib.suppress(OSError):  # flushing to a full disk fails again
+                writer.file.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):
+            raise out_of_space(
+                e, "the token store", out_dir.parent, "free space there or set data.cache_dir to a larger disk"
+            ) from e
         raise
     stores = {s: TokenStore(out_dir / s) for s in SPLITS}
     log.info(
