@@ -24,7 +24,7 @@ import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 from santacoder.checkpoint import META_KEY, read_checkpoint, seal, stamp
-from santacoder.errors import ConfigError
+from santacoder.errors import ConfigError, is_disk_full, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,47 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    f = None
     try:
-        with open_for_write(tmp) as f:
+        with open_for_write(tmp) as raw:
+            f = _KeepWriteError(raw)
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        full = e if is_disk_full(e) else (f.error if f is not None and is_disk_full(f.error) else None)
+        if full is not None:
+            raise out_of_space(
+                full,
+                f"checkpoint {path.name}",
+                path.parent,
+                "the checkpoints saved before it are kept; free space "
+                "there (or move the run) and resume with ckpt_path=last",
+            ) from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+class _KeepWriteError:
+    """The file, remembering the OSError of a failed write: torch.save reports it as a RuntimeError without its
+    cause, and a full disk must still be told apart from other failures."""
+
+    def __init__(self, file: IO[bytes]):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
 
 
 def remove_leftovers(directory: str | Path) -> list[Path]:
@@ -98,13 +128,18 @@ class AtomicCheckpointIO(CheckpointIO):
         Path(path).unlink(missing_ok=True)
 
 
+def is_resumable(checkpoint: dict) -> bool:
+    """A training state (optimizer, schedule, step), not the weights alone that ``convert`` writes."""
+    return "optimizer_states" in checkpoint and "loops" in checkpoint
+
+
 def _is_good(path: Path) -> bool:
     try:
-        read_checkpoint(path, check_contents=True)
+        checkpoint = read_checkpoint(path, check_contents=True)
     except ConfigError as e:
         log.warning("skipping %s: %s", path, e)
         return False
-    return True
+    return is_resumable(checkpoint)
 
 
 def checkpoints_in(directory: Path) -> list[Path]:
@@ -114,7 +149,7 @@ def checkpoints_in(directory: Path) -> list[Path]:
 
 
 def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None) -> Path | None:
-    """The newest checkpoint of ``directory`` that reads and matches its checksum, or None."""
+    """The newest checkpoint of ``directory`` that reads, matches its checksum and can be resumed, or None."""
     for path in checkpoints_in(Path(directory)):
         if path != exclude and _is_good(path):
             return path
@@ -165,3 +200,26 @@ def resolve_resume(ckpt_path: str | None, output_dir: str | Path) -> Path | None
         )
         raise ConfigError(f"refusing to resume: {e}; {hint}") from None
     return path
+
+
+def refuse_unresumable(path: Path, model_config: dict) -> None:
+    """A checkpoint that cannot continue this run stops it in one line before any work: weights without the
+    optimizer, schedule and step (``convert``, ``save_checkpoint``), or a model of another shape."""
+    from santacoder.model import SHAPE_FIELDS
+
+    checkpoint = read_checkpoint(path)
+    if not is_resumable(checkpoint):
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} holds weights only (no optimizer, schedule or step to resume from); start a "
+            f"new run from these weights with model.init_from={str(path)!r} instead"
+        )
+    saved = checkpoint["hyper_parameters"].get("config", {})
+    differ = [f for f in SHAPE_FIELDS if f in saved and saved[f] != model_config.get(f)]
+    if differ:
+        theirs = " ".join(f"model.config.{f}={saved[f]}" for f in differ)
+        ours = ", ".join(f"{f}={model_config.get(f)}" for f in differ)
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} holds a model of another shape than this run's ({ours}); resume with the "
+            f"model settings of the run that wrote it ({theirs}), or start a new run from its weights with "
+            "model.init_from"
+        )

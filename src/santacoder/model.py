@@ -18,6 +18,18 @@ import torch.utils.checkpoint
 from santacoder.attention import causal_attention, check_attn_impl
 from santacoder.errors import ConfigError
 
+# The fields that decide the parameters' shapes (the rest, e.g. dropout, may change between runs of one model).
+SHAPE_FIELDS = (
+    "vocab_size",
+    "n_positions",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "multi_query",
+    "layer_norm_epsilon",
+)
+
 
 @dataclass
 class GPTConfig:

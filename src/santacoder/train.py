@@ -25,9 +25,9 @@ from santacoder import interrupts
 from santacoder.attention import check_attn_impl
 from santacoder.callbacks import NonFiniteLossError
 from santacoder.checkpoint import read_checkpoint, read_meta
-from santacoder.checkpoint_io import resolve_resume
-from santacoder.errors import ConfigError
-from santacoder.model import GPTConfig
+from santacoder.checkpoint_io import refuse_unresumable, resolve_resume
+from santacoder.errors import ConfigError, OutOfSpaceError, is_disk_full
+from santacoder.model import SHAPE_FIELDS, GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,6 @@ def build(cfg: DictConfig, node: str, **kwargs):
 def padded_vocab_size(tokenizer_size: int, multiple: int = 128) -> int:
     """Megatron pads the embedding to a multiple of 128 (SantaCoder: 49157 tokens -> 49280 rows)."""
     return multiple * math.ceil(tokenizer_size / multiple)
-
-
-SHAPE_FIELDS = (
-    "vocab_size",
-    "n_positions",
-    "n_embd",
-    "n_layer",
-    "n_head",
-    "n_inner",
-    "multi_query",
-    "layer_norm_epsilon",
-)
 
 
 def command_line_overrides() -> dict[str, str]:
@@ -182,7 +170,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # which file to resume from, read and checksummed now: a damaged one stops the run before any other work
     ckpt = resolve_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     datamodule = build(cfg, "data")  # validates data values and the corpus before any work
+    datamodule.resume_with_other_data = bool(cfg.get("resume_with_other_data"))
     resolve_model_config(cfg, datamodule.tokenizer_size())
+    if ckpt is not None:
+        refuse_unresumable(ckpt, OmegaConf.to_container(cfg.model.config, resolve=True))
     check_devices(cfg)
     if cfg.extras.get("print_config"):
         _print_config(cfg)
@@ -275,4 +266,11 @@ def main(cfg: DictConfig) -> dict[str, float]:
     except NonFiniteLossError as e:
         log.error("training stopped: %s", e)
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        message = e.strerror if isinstance(e, OutOfSpaceError) else f"{e.strerror}: {e.filename or e}"
+        log.error("training stopped: %s", message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)

@@ -18,10 +18,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from santacoder.data.cache_files import remove_stale_temporaries, temporary_prefix
 from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores, store_problem
-from santacoder.errors import ConfigError
+from santacoder.errors import ConfigError, is_disk_full, out_of_space
 from santacoder.interrupts import ignore_in_worker
 from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
 
@@ -44,6 +45,7 @@ class CodeDataModule(L.LightningDataModule):
         *,
         source: str | None,
         extensions: list[str] | tuple[str, ...],
+        max_doc_bytes: int,
         tokenizer: str | None,
         vocab_size: int,
         fim_tokens: str | dict,
@@ -64,6 +66,7 @@ class CodeDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.source = source
         self.extensions = tuple(extensions)
+        self.max_doc_bytes = max_doc_bytes
         self.tokenizer_path = tokenizer
         self.vocab_size = vocab_size
         self.fim_tokens_style = fim_tokens
@@ -80,6 +83,9 @@ class CodeDataModule(L.LightningDataModule):
         self.datasets: dict[str, PackedFIMDataset] = {}
         self._corpus: Corpus | None = None
         self._resume_position: tuple[int, int] | None = None  # (epoch, samples seen), from a checkpoint
+        # Resume from a checkpoint written with another corpus or tokenizer (train.py sets it from the run's
+        # `resume_with_other_data`; a runtime choice, not a hyper-parameter).
+        self.resume_with_other_data = False
         # Only global rank 0 tokenizes (into a shared cache directory); every other rank waits, then reads. Per
         # node preparation could train different tokenizers on different nodes.
         self.prepare_data_per_node = False
@@ -104,6 +110,10 @@ class CodeDataModule(L.LightningDataModule):
             f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)",
         )
         check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
+        check(
+            isinstance(self.max_doc_bytes, int) and self.max_doc_bytes > 0,
+            f"data.max_doc_bytes={self.max_doc_bytes} must be a positive integer (bytes; The Stack used 1000000)",
+        )
         if isinstance(self.fim_tokens_style, str):
             check(
                 self.fim_tokens_style in FIM_TOKEN_STYLES,
@@ -121,12 +131,12 @@ class CodeDataModule(L.LightningDataModule):
             )
         else:
             check(self.vocab_size >= 261, f"data.vocab_size={self.vocab_size} must be at least 261 (bytes + specials)")
-        self._corpus = Corpus(self.source, self.extensions)  # raises if missing or empty
+        self._corpus = Corpus(self.source, self.extensions, self.max_doc_bytes)  # raises if missing or empty
 
     @property
     def corpus(self) -> Corpus:
         if self._corpus is None:
-            self._corpus = Corpus(self.source, self.extensions)
+            self._corpus = Corpus(self.source, self.extensions, self.max_doc_bytes)
         return self._corpus
 
     @property
@@ -173,17 +183,13 @@ class CodeDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Train the tokenizer and tokenize the corpus, unless cached (runs on global rank 0 only)."""
+        remove_stale_temporaries(self.cache_dir)  # what a killed preparation left (a running one's stay)
         tok_file = self._tokenizer_file()
         if not tok_file.exists():
             log.info("training a %d-token BPE tokenizer on %s", self.vocab_size, self.corpus.source)
             docs = (d.text for d in self.corpus if not is_validation(d.name, self.val_fraction))
             tokenizer = train_tokenizer(docs, self.vocab_size, self.fim_tokens)
-            tok_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=tok_file.name, suffix=".tmp", dir=tok_file.parent)
-            os.close(fd)
-            tokenizer.save(tmp)
-            os.replace(tmp, tok_file)  # atomic: a reader never sees half a file
-            log.info("saved tokenizer to %s", tok_file)
+            self._save_tokenizer(tokenizer, tok_file)
         tokenizer = self._load_tokenizer()
         store_dir = self._store_dir(tokenizer)
         if store_dir.exists():
@@ -196,6 +202,22 @@ class CodeDataModule(L.LightningDataModule):
             shutil.rmtree(store_dir)
         log.info("tokenizing %s into %s", self.corpus.source, store_dir)
         build_token_stores(self.corpus, tokenizer, store_dir, self.val_fraction)
+
+    def _save_tokenizer(self, tokenizer: CodeTokenizer, tok_file: Path) -> None:
+        tok_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(tok_file), dir=tok_file.parent)
+        os.close(fd)
+        try:
+            tokenizer.save(tmp)
+            os.replace(tmp, tok_file)  # atomic: a reader never sees half a file
+        except BaseException as e:
+            Path(tmp).unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise out_of_space(
+                    e, "the tokenizer", tok_file.parent, "free space there or set data.cache_dir to a larger disk"
+                ) from e
+            raise
+        log.info("saved tokenizer to %s", tok_file)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -278,11 +300,43 @@ class CodeDataModule(L.LightningDataModule):
             return {}
         processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         micro = self.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
-        return {"epoch": trainer.current_epoch, "samples_seen": processed * micro * trainer.world_size}
+        return {
+            "epoch": trainer.current_epoch,
+            "samples_seen": processed * micro * trainer.world_size,
+            # what the position means: resuming with other data is refused unless asked for (load_state_dict)
+            "source": str(self.corpus.source),
+            "corpus": self.corpus.fingerprint(),
+            "tokenizer": self._load_tokenizer().fingerprint(),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
+        self._check_same_data(state_dict)
         if "epoch" in state_dict:
             self._resume_position = (int(state_dict["epoch"]), int(state_dict["samples_seen"]))
+
+    def _check_same_data(self, saved: dict) -> None:
+        """A checkpoint trained with another tokenizer reads this run's ids as other text, and one trained on
+        another corpus continues at a position that means other samples: both are refused unless the user says
+        to go on (checkpoints written before these were saved are not checked)."""
+        ckpt = getattr(self.trainer, "ckpt_path", None) if self.trainer is not None else None
+        tokenizer, corpus = self._load_tokenizer().fingerprint(), self.corpus.fingerprint()
+        if "tokenizer" in saved and saved["tokenizer"] != tokenizer:
+            what = f"another tokenizer ({saved['tokenizer']}; this run's is {tokenizer}, so its ids mean other text)"
+        elif "corpus" in saved and saved["corpus"] != corpus:
+            what = (
+                f"another corpus (data.source={saved['source']!r} with fingerprint {saved['corpus']}; this run's "
+                f"data.source={str(self.corpus.source)!r} has {corpus}: files were added, removed, changed or moved)"
+            )
+        else:
+            return
+        if self.resume_with_other_data:
+            log.warning("ckpt_path=%s was trained with %s; going on as resume_with_other_data=true asks", ckpt, what)
+            return
+        raise ConfigError(
+            f"ckpt_path={str(ckpt)!r} was trained with {what}. Resume with the data settings of the run that wrote "
+            "it, set resume_with_other_data=true to go on with this data anyway, or start a new run from its "
+            "weights with model.init_from"
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
