@@ -74,6 +74,43 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, decay_embeddin
     ]
 
 
+def check_training_config(optimizer: dict | None, scheduler: dict | None) -> None:
+    """The optimizer and schedule values, checked when the module is built (before any data work): a bad one
+    is one line naming it, not torch's traceback when training starts."""
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    if optimizer is not None:
+        lr, weight_decay = optimizer.get("lr"), optimizer.get("weight_decay", 0.0)
+        check(
+            isinstance(lr, int | float) and math.isfinite(lr) and lr >= 0,  # 0: the weights stay (a test, a probe)
+            f"model.optimizer.lr={lr} must be a number >= 0 (SantaCoder: 2e-4)",
+        )
+        check(
+            isinstance(weight_decay, int | float) and weight_decay >= 0,
+            f"model.optimizer.weight_decay={weight_decay} must be >= 0 (SantaCoder: 0.1)",
+        )
+        # the optimizer's own checks (betas, eps, ...), on one dummy parameter
+        opt_cfg = {k: v for k, v in optimizer.items() if k != "weight_decay"}
+        try:
+            instantiate(opt_cfg)([torch.nn.Parameter(torch.zeros(1))])
+        except Exception as e:  # noqa: BLE001 (torch raises ValueError, Hydra its own types)
+            cause = e.__cause__ or e
+            raise ConfigError(f"model.optimizer ({opt_cfg.get('_target_')}) is invalid: {cause}") from None
+    if scheduler is not None:
+        warmup, min_ratio = scheduler.get("warmup_fraction", 0.0), scheduler.get("min_lr_ratio", 0.0)
+        check(
+            isinstance(warmup, int | float) and 0 <= warmup < 1,
+            f"model.scheduler.warmup_fraction={warmup} must be in [0, 1) (a fraction of trainer.max_steps)",
+        )
+        check(
+            isinstance(min_ratio, int | float) and 0 <= min_ratio <= 1,
+            f"model.scheduler.min_lr_ratio={min_ratio} must be in [0, 1] (a fraction of the peak lr)",
+        )
+
+
 def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
 
@@ -113,6 +150,7 @@ class SantaCoderLitModule(L.LightningModule):
                 "decay_embeddings": bool(decay_embeddings),
             }
         )
+        check_training_config(optimizer, scheduler)
         self.model = GPT(self.config, attn_impl=attn_impl)
         if init_from:  # not a hyper-parameter: a checkpoint of this module already holds the weights
             self.init_weights_from(init_from)
