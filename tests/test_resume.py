@@ -17,6 +17,7 @@ import torch
 from omegaconf import open_dict
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
+from helpers_disk import FailingWriter
 from santacoder import ConfigError, checkpoint_io
 from santacoder.callbacks import NonFiniteLossError
 from santacoder.checkpoint import read_checkpoint
@@ -112,29 +113,6 @@ def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_co
     assert sorted(p.name for p in checkpoints.glob("step_*.ckpt")) == ["step_000014.ckpt", "step_000021.ckpt"]
     assert len(list(checkpoints.glob("best_step_*.ckpt"))) == 1
     assert not list(checkpoints.glob(".*"))
-
-
-class FailingWriter:
-    """A file that accepts ``limit`` bytes and then fails as a full disk does."""
-
-    def __init__(self, path: Path, limit: int):
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in __exit__)
-        self.limit = limit
-
-    def write(self, data) -> int:
-        if self.file.tell() + len(memoryview(data).cast("B")) > self.limit:
-            self.file.write(bytes(memoryview(data).cast("B")[: max(0, self.limit - self.file.tell())]))
-            raise OSError(28, "No space left on device (injected)")
-        return self.file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, a filesystem other than $TMPDIR")

@@ -89,6 +89,11 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
         (["model.attn_impl=xformers"], "model.attn_impl=xformers needs a CUDA GPU"),
         (["model.attn_impl=flash"], "model.attn_impl='flash' must be one of"),
         (["trainer.accelerator=gpu"], "trainer.accelerator=gpu but this machine has no CUDA GPU"),
+        (["model.optimizer.lr=-1"], r"model.optimizer.lr=-1 must be a number >= 0"),
+        (["model.optimizer.weight_decay=-0.1"], r"model.optimizer.weight_decay=-0.1 must be >= 0"),
+        (["model.optimizer.betas=[0.9,1.5]"], r"model.optimizer \(torch.optim.AdamW\) is invalid: .*beta"),
+        (["model.scheduler.warmup_fraction=2"], r"model.scheduler.warmup_fraction=2 must be in \[0, 1\)"),
+        (["data.max_doc_bytes=-1"], r"data.max_doc_bytes=-1 must be a positive integer"),
     ],
 )
 def test_bad_values_stop_before_training(compose_train, corpus_dir, overrides, match):
