@@ -340,8 +340,11 @@ def tiny_disk(tmp_path):
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the simulated test covers it")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    try:
+        yield mount
+    finally:
+        done = subprocess.run(["umount", str(mount)], capture_output=True)
+        assert done.returncode == 0, f"umount {mount}: {done.stderr.decode().strip()}"
 
 
 def test_a_really_full_disk_ends_the_run_in_one_line_and_leaves_no_partial_file(
