@@ -77,17 +77,19 @@ def test_config_from_a_stored_dict():
 
 @pytest.mark.parametrize("multi_query", [True, False])
 def test_kv_cache_decoding_matches_full_forward(multi_query):
+    from santacoder.kv_cache import KVCache
+
     torch.manual_seed(0)
     model = GPT(tiny(multi_query=multi_query), attn_impl="sdpa").eval()
     ids = torch.randint(0, 97, (2, 12))
     full = model(ids)
-    logits, cache = model(ids[:, :8], return_kv_cache=True)
-    steps = [logits]
+    cache = KVCache(model.config, batch_size=2, max_len=12)
+    steps = [model(ids[:, :8], cache=cache)]
     for t in range(8, 12):
-        logits, cache = model(ids[:, t : t + 1], kv_cache=cache, return_kv_cache=True)
-        steps.append(logits)
+        steps.append(model(ids[:, t : t + 1], cache=cache))
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache[0][0].shape == (2, 1 if multi_query else 4, 12, 12)  # MQA caches one K/V head
+    assert cache.keys[0].shape == (2, 1 if multi_query else 4, 12, 12)  # MQA caches one K/V head
+    assert cache.length == 12
 
 
 def test_causality_future_tokens_do_not_change_the_past():

@@ -9,14 +9,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from santacoder.attention import causal_attention, check_attn_impl
+from santacoder.attention import causal_attention, check_attn_impl, padded_causal_mask
 from santacoder.errors import ConfigError
+
+if TYPE_CHECKING:
+    from santacoder.kv_cache import KVCache
 
 # The fields that decide the parameters' shapes (the rest, e.g. dropout, may change between runs of one model).
 SHAPE_FIELDS = (
@@ -151,8 +155,8 @@ class CausalSelfAttention(nn.Module):
         self.attn_impl = attn_impl  # runtime choice, set by GPT.set_attn_impl; not a parameter or buffer
 
     def forward(
-        self, x: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         qkv = self.c_attn(x)  # (B, T, C + 2 * kv_dim)
         if self.multi_query:
@@ -163,13 +167,12 @@ class CausalSelfAttention(nn.Module):
         else:
             qkv = qkv.view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, nh, T, 3 * hs)
             q, k, v = qkv.split(self.head_dim, dim=3)  # each (B, nh, T, hs)
-        if kv_cache is not None:  # decoding: prepend the keys/values of earlier positions
-            k = torch.cat((kv_cache[0], k), dim=2)  # (B, n_kv, T_past + T, hs)
-            v = torch.cat((kv_cache[1], v), dim=2)
+        if cache is not None:  # decoding: store these positions, attend over every cached one
+            k, v = cache.update(layer, k, v)  # (B, n_kv, T_past + T, hs)
         dropout = self.attn_pdrop if self.training else 0.0
-        y = causal_attention(q, k, v, impl=self.attn_impl, dropout_p=dropout)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, impl=self.attn_impl, dropout_p=dropout, mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -195,12 +198,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attn_out, new_cache = self.attn(self.ln_1(x), kv_cache)
-        x = x + attn_out
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask)
         x = x + self.mlp(self.ln_2(x))
-        return x, new_cache
+        return x
 
 
 class GPT(nn.Module):
@@ -260,31 +262,44 @@ class GPT(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        return_kv_cache: bool = False,
-    ):
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for ``input_ids`` (B, T).
 
-        With ``kv_cache`` (one (k, v) per layer from an earlier call) the inputs continue that sequence.
-        With ``return_kv_cache`` the call returns ``(logits, new_kv_cache)``.
+        ``cache``: the inputs continue the sequences held in it (its ``length`` positions), and their keys and
+        values are stored in it. ``attention_mask`` (B, cached + T): 1 for tokens, 0 for padding (a left-padded
+        batch of prompts): no query attends to padding, and a position counts only the tokens before it (unless
+        ``position_ids`` (B, T) are given), so each row computes what it would alone. ``last_only``: the
+        logits of the last position only (B, 1, vocab_size), all that decoding needs from the largest matmul.
         """
         B, T = input_ids.shape
-        past = 0 if kv_cache is None else kv_cache[0][0].shape[2]
+        past = 0 if cache is None else cache.length
         if past + T > self.config.n_positions:
             raise ValueError(
                 f"sequence of {past + T} tokens is longer than the model's n_positions={self.config.n_positions}"
             )
-        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
-        x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
+        mask = None
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, : past + T]
+            mask = padded_causal_mask(attention_mask, T)  # (B, 1, T, past + T)
+            if position_ids is None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
-        new_cache = []
         checkpointing = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.transformer.h):
-            layer_past = None if kv_cache is None else kv_cache[i]
             if checkpointing:
-                x, layer_cache = torch.utils.checkpoint.checkpoint(block, x, layer_past, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cache, i, mask, use_reentrant=False)
             else:
-                x, layer_cache = block(x, layer_past)
-            new_cache.append(layer_cache)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
-        return (logits, new_cache) if return_kv_cache else logits
+                x = block(x, cache, i, mask)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T or 1, vocab_size)
