@@ -31,6 +31,9 @@ from santacoder.model import GPT, GPTConfig
 
 FORMAT_VERSION = 1
 META_KEY = "santacoder"
+# The tokenizer the model was trained with (CodeTokenizer.to_dict: its JSON and FIM token names), so that a
+# checkpoint is usable on its own; absent from files written before it was added, and from Megatron's.
+TOKENIZER_KEY = "tokenizer"
 MODEL_PREFIX = "model."  # the GPT's parameter names inside the LightningModule's state_dict
 # Before format 1, GPTConfig's own defaults were SantaCoder-1B's, and a config stored only the fields it was
 # given; a format-0 config is read against those defaults. A record of the past: never derive it from PRESETS.
@@ -168,7 +171,7 @@ def read_checkpoint(path: str | Path, *, check_contents: bool = False) -> dict:
     return obj
 
 
-def save_checkpoint(model: GPT, path: str | Path) -> Path:
+def save_checkpoint(model: GPT, path: str | Path, tokenizer=None) -> Path:
     """Write ``model`` as a checkpoint of this project (weights and config; no optimizer or loop state).
 
     ``SantaCoderLitModule.load_from_checkpoint(path)`` rebuilds the module from it (without an optimizer: to
@@ -190,9 +193,24 @@ def save_checkpoint(model: GPT, path: str | Path) -> Path:
         "state_dict": state,
         "hyper_parameters": {"config": model.config.to_dict(), "optimizer": None, "scheduler": None},
     }
+    if tokenizer is not None:
+        attach_tokenizer(checkpoint, tokenizer)
     stamp(checkpoint)
     seal(checkpoint)
     from santacoder.checkpoint_io import write_atomically  # lazy: checkpoint_io imports this module
 
     write_atomically(path, lambda f: torch.save(checkpoint, f))
     return path
+
+
+def attach_tokenizer(checkpoint: dict, tokenizer) -> None:
+    """Carry ``tokenizer`` (a CodeTokenizer) inside ``checkpoint``."""
+    checkpoint[TOKENIZER_KEY] = tokenizer.to_dict()
+
+
+def stored_tokenizer(checkpoint: dict, source: str = "checkpoint"):
+    """The CodeTokenizer a checkpoint carries, or None."""
+    from santacoder.tokenizer import CodeTokenizer
+
+    stored = checkpoint.get(TOKENIZER_KEY)
+    return None if stored is None else CodeTokenizer.from_dict(stored, source=source)

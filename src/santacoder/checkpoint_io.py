@@ -23,7 +23,7 @@ from typing import IO, Any
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
-from santacoder.checkpoint import META_KEY, read_checkpoint, seal, stamp
+from santacoder.checkpoint import META_KEY, read_checkpoint, seal, stamp, stored_tokenizer
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
 
 log = logging.getLogger(__name__)
@@ -223,3 +223,33 @@ def refuse_unresumable(path: Path, model_config: dict) -> None:
             f"model settings of the run that wrote it ({theirs}), or start a new run from its weights with "
             "model.init_from"
         )
+
+
+def model_file(path: str | Path) -> Path:
+    """The checkpoint file a run directory or checkpoint directory stands for: its ``last.ckpt``, else its
+    newest readable ``.ckpt``; any other path as it is."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    directory = checkpoint_dir(path)
+    if (directory / "last.ckpt").is_file():
+        return directory / "last.ckpt"
+    for candidate in checkpoints_in(directory):
+        try:
+            read_checkpoint(candidate)
+        except ConfigError:
+            continue
+        return candidate
+    raise ConfigError(f"{str(path)!r} holds no readable checkpoint (*.ckpt) and no config.json or tokenizer.json")
+
+
+def tokenizer_of_checkpoint(path: str | Path):
+    """The tokenizer carried by the checkpoint at ``path`` (a ``.ckpt``, a run or checkpoint directory)."""
+    file = model_file(path)
+    tokenizer = stored_tokenizer(read_checkpoint(file), f"checkpoint {str(file)!r}")
+    if tokenizer is None:
+        raise ConfigError(
+            f"checkpoint {str(file)!r} carries no tokenizer (written before checkpoints did, or converted without "
+            "one); pass the tokenizer.json it was trained with"
+        )
+    return tokenizer

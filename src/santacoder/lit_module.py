@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
-from santacoder.checkpoint import read_meta, stamp
+from santacoder.checkpoint import attach_tokenizer, read_meta, stamp
 from santacoder.data.dataset import IGNORE_INDEX
 from santacoder.errors import ConfigError
 from santacoder.model import GPT, GPTConfig
@@ -229,6 +229,9 @@ class SantaCoderLitModule(L.LightningModule):
         wandb_ids = [lg.version for lg in self.trainer.loggers if type(lg).__name__ == "WandbLogger"]
         stamp(checkpoint, wandb_run_id=wandb_ids[0] if wandb_ids else None)
         checkpoint[RNG_KEY] = self._rng_states()
+        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is not None:  # the checkpoint is usable on its own: santacoder.load_tokenizer(ckpt)
+            attach_tokenizer(checkpoint, tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         read_meta(checkpoint)  # refuses a file of a newer format before Lightning restores anything from it

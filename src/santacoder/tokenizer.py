@@ -147,6 +147,19 @@ class CodeTokenizer:
         """A short hash of the tokenizer's content, for cache keys."""
         return hashlib.sha256(self.tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
 
+    def to_dict(self) -> dict:
+        """Plain values that ``CodeTokenizer.from_dict`` rebuilds it from (checkpoints carry their tokenizer)."""
+        return {"json": self.tokenizer.to_str(), "fim_tokens": dict(vars(self.fim_tokens))}
+
+    @classmethod
+    def from_dict(cls, stored: dict, source: str = "<memory>") -> CodeTokenizer:
+        try:
+            tokenizer = Tokenizer.from_str(stored["json"])
+            fim_tokens = FIMTokens(**stored["fim_tokens"])
+        except Exception as e:
+            raise ConfigError(f"the tokenizer stored in {source} is unreadable ({type(e).__name__}: {e})") from None
+        return cls(tokenizer, fim_tokens, source=source)
+
     def save(self, path: str | Path) -> None:
         # written by Python, not tokenizers' own save: a full disk then raises OSError(ENOSPC), which callers
         # can tell from other failures (tokenizers raises a bare Exception)
@@ -176,11 +189,16 @@ def train_tokenizer(
 
 
 def load_tokenizer(path: str | Path, fim_tokens: FIMTokens | None = None) -> CodeTokenizer:
-    """Load a ``tokenizer.json`` (or a directory holding one), e.g. SantaCoder's or StarCoder's.
+    """Load a ``tokenizer.json`` (or a directory holding one, e.g. SantaCoder's or StarCoder's), or the tokenizer
+    that a checkpoint of this project carries (a ``.ckpt``, its run directory or its checkpoint directory).
 
     Without ``fim_tokens`` the FIM token names are detected: SantaCoder's hyphens, then StarCoder's underscores.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir() and not (path / "tokenizer.json").is_file() or path.is_file() and path.suffix != ".json":
+        from santacoder.checkpoint_io import tokenizer_of_checkpoint  # lazy: it reads checkpoints
+
+        return tokenizer_of_checkpoint(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():

@@ -107,6 +107,12 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
             return hf.open_checkpoint(path)
         if megatron.looks_like_megatron(path):
             return megatron.open_checkpoint(path)
+        from santacoder.checkpoint_io import checkpoint_dir  # lazy: it imports Lightning
+
+        if any(checkpoint_dir(path).glob("*.ckpt")):  # a run directory (or its checkpoints/): its last.ckpt
+            from santacoder.checkpoint_io import model_file
+
+            return _open_project_checkpoint(model_file(path))
         raise ConfigError(f"directory {str(path)!r} has no config.json and no Megatron-LM checkpoint; pass {SUPPORTED}")
     if path.name.endswith(".safetensors"):
         raise ConfigError(
@@ -265,7 +271,9 @@ def convert(
     """Convert any supported checkpoint to a transformers GPTBigCode directory (``to="hf"``) or to a checkpoint
     of this project (``to="ckpt"``; where ``out`` is a directory or ends with "/", ``out/model.ckpt``).
 
-    ``dtype`` defaults to the dtype the source stores. ``tokenizer`` (hf only) is written next to the model.
+    ``dtype`` defaults to the dtype the source stores. ``tokenizer`` (a CodeTokenizer or a path
+    ``load_tokenizer`` reads) goes with the model (hf: ``tokenizer.json`` beside it; ckpt: inside it); by default
+    the source's own, where it has one.
     An existing output is replaced only with ``force=True``, and never when it is (or holds) the source.
     Returns the path written.
     """
@@ -278,13 +286,21 @@ def convert(
     _check_output(Path(source).expanduser(), out, force)  # before any work: nothing is read or written yet
     checkpoint = open_checkpoint(source)
     model = build_model(checkpoint, dtype=resolve_dtype(dtype) if dtype is not None else checkpoint.dtype)
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(tokenizer)
+    elif tokenizer is None:
+        tokenizer = _own_tokenizer(Path(source).expanduser())
     if to == "hf":
-        if isinstance(tokenizer, str | Path):
-            tokenizer = load_tokenizer(tokenizer)
         return save_hf(model, out, tokenizer=tokenizer)
-    if tokenizer is not None:
-        raise ConfigError("a tokenizer is written only with --to hf; checkpoints of this project hold the model only")
-    return save_checkpoint(model, out)
+    return save_checkpoint(model, out, tokenizer=tokenizer)
+
+
+def _own_tokenizer(source: Path) -> CodeTokenizer | None:
+    """The tokenizer a checkpoint carries or has beside it (tokenizer.json), or None (e.g. Megatron-LM's)."""
+    try:
+        return load_tokenizer(source)
+    except ConfigError:
+        return None
 
 
 def _check_output(source: Path, out: Path, force: bool) -> None:
