@@ -3,6 +3,8 @@
     santacoder info PATH                          layout, shape, parameter count and dtype of a checkpoint
     santacoder convert --to hf SOURCE OUT_DIR     any supported checkpoint -> transformers GPTBigCode directory
     santacoder convert --to ckpt SOURCE OUT.ckpt  any supported checkpoint -> checkpoint of this project
+    santacoder generate MODEL --prompt TEXT       continue a prompt (or --file F), streaming to the terminal
+    santacoder infill MODEL --prefix P --suffix S fill in the middle (or --file F with one <FILL-HERE>)
 
 Each subcommand registers itself in ``build_parser`` through an ``add_<name>`` function that sets the
 handler as ``func``; bad input (a ``ConfigError``) is printed as one line, without a traceback.
@@ -72,8 +74,8 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("out", help="output directory (--to hf) or .ckpt file (--to ckpt; a directory gets model.ckpt)")
     parser.add_argument(
         "--tokenizer",
-        help="tokenizer.json (or a directory holding one) to write next to the model (--to hf); by default the "
-        "source directory's tokenizer.json, if it has one",
+        help="tokenizer.json (or a directory holding one) to go with the model (--to hf: beside it; --to ckpt: "
+        "inside it); by default the source's own: its tokenizer.json, or the one its .ckpt carries",
     )
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), help="dtype of the written weights (default: as the source stores them)"
@@ -83,38 +85,151 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _source_tokenizer(source: Path):
-    """The tokenizer.json next to a Hugging Face source, if there is one that FIM can use."""
+    """The tokenizer the source has: a tokenizer.json beside a Hugging Face model, or the one a checkpoint of
+    this project carries (Megatron-LM checkpoints have none)."""
     from santacoder.tokenizer import load_tokenizer
 
     directory = source if source.is_dir() else source.parent
-    if not (directory / "tokenizer.json").is_file():
-        return None
+    if (directory / "tokenizer.json").is_file():
+        try:
+            return load_tokenizer(directory / "tokenizer.json")
+        except ConfigError as e:
+            print(f"santacoder: warning: not copying the source's tokenizer: {e}", file=sys.stderr)
+            return None
     try:
-        return load_tokenizer(directory / "tokenizer.json")
-    except ConfigError as e:
-        print(f"santacoder: warning: not copying the source's tokenizer: {e}", file=sys.stderr)
+        return load_tokenizer(source)
+    except ConfigError:
         return None
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from santacoder.interop import convert
 
-    tokenizer = args.tokenizer
-    if tokenizer is None and args.to == "hf":
-        tokenizer = _source_tokenizer(Path(args.source))
+    tokenizer = args.tokenizer if args.tokenizer is not None else _source_tokenizer(Path(args.source))
     written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype, force=args.force)
     print(f"wrote {written}")
-    if args.to == "hf" and tokenizer is None:
+    if tokenizer is None:
         print("note: no tokenizer written; pass --tokenizer path/to/tokenizer.json to include one", file=sys.stderr)
     return 0
 
 
+FILL_MARKER = "<FILL-HERE>"  # as in the SantaCoder demo
+
+
+def _add_model_and_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a run directory, a .ckpt, a Hugging Face directory or a Megatron-LM checkpoint")
+    parser.add_argument("--tokenizer", help="tokenizer.json (default: the one the model carries or has beside it)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    parser.add_argument("--device", default="cpu")
+
+
+def add_generate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help="continue a prompt, streaming the text")
+    _add_model_and_sampling(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="the text to continue")
+    source.add_argument("--file", help="a file whose text is the prompt")
+    parser.set_defaults(func=run_generate)
+
+
+def add_infill(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("infill", help="fill in the middle between a prefix and a suffix")
+    _add_model_and_sampling(parser)
+    parser.add_argument("--prefix", help="the code before the gap")
+    parser.add_argument("--suffix", help="the code after the gap")
+    parser.add_argument("--file", help=f"a file with one {FILL_MARKER} marker where the gap is")
+    parser.add_argument("--mode", choices=("psm", "spm"), default="psm", help="FIM layout of the prompt")
+    parser.set_defaults(func=run_infill)
+
+
+def _model_and_tokenizer(args: argparse.Namespace):
+    from santacoder import load, load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    return load(args.model, device=args.device), tokenizer
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    return dict(
+        max_new_tokens=args.max_new_tokens,
+        stop=args.stop,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read --file {path!r}: {e}") from None
+
+
+def _stream(pieces) -> int:
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except ValueError as e:  # a prompt too long for the context, a bad sampling value
+        raise ConfigError(str(e)) from None
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from santacoder.completion import stream_generate
+
+    prompt = args.prompt if args.prompt is not None else _read(args.file)
+    if not prompt:
+        raise ConfigError("the prompt is empty: give the code to continue")
+    model, tokenizer = _model_and_tokenizer(args)
+    sampling = _sampling(args)
+    max_new_tokens = sampling.pop("max_new_tokens")
+    return _stream(stream_generate(model, tokenizer, prompt, max_new_tokens, **sampling))
+
+
+def split_at_marker(text: str) -> tuple[str, str]:
+    """(prefix, suffix) around the one ``<FILL-HERE>`` of ``text``; a ConfigError for none or several."""
+    count = text.count(FILL_MARKER)
+    if count != 1:
+        raise ConfigError(
+            f"the file must hold exactly one {FILL_MARKER} marker where the middle goes; it holds {count}"
+        )
+    prefix, suffix = text.split(FILL_MARKER)
+    return prefix, suffix
+
+
+def run_infill(args: argparse.Namespace) -> int:
+    from santacoder.completion import infill_prompt, stream_generate
+
+    if args.file is not None:
+        if args.prefix is not None or args.suffix is not None:
+            raise ConfigError("give either --file or --prefix/--suffix, not both")
+        prefix, suffix = split_at_marker(_read(args.file))
+    elif args.prefix is None and args.suffix is None:
+        raise ConfigError(f"give --prefix and --suffix, or --file with one {FILL_MARKER} marker")
+    else:
+        prefix, suffix = args.prefix or "", args.suffix or ""
+    model, tokenizer = _model_and_tokenizer(args)
+    sampling = _sampling(args)
+    max_new_tokens = sampling.pop("max_new_tokens")
+    ids = infill_prompt(tokenizer, prefix, suffix, args.mode)
+    return _stream(stream_generate(model, tokenizer, ids, max_new_tokens, **sampling))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="santacoder", description="SantaCoder-style code models: inspect and convert checkpoints."
+        prog="santacoder", description="SantaCoder-style code models: inspect, convert, generate and infill."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_info, add_convert):
+    for add in (add_info, add_convert, add_generate, add_infill):
         add(subparsers)
     return parser
 

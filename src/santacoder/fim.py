@@ -62,10 +62,16 @@ def fim_segment(
         return tokenizer.encode_bytes(part.encode("utf-8", errors="surrogateescape"))
 
     prefix, middle, suffix = encode(text[:lo]), encode(text[lo:hi]), encode(text[hi:])
+    return fim_prompt(prefix, suffix, tokenizer, spm=rng.random() < spm_rate) + middle
+
+
+def fim_prompt(prefix: list[int], suffix: list[int], tokenizer: CodeTokenizer, spm: bool) -> list[int]:
+    """Everything of a FIM segment before its middle: what training puts there, and so what an infilling prompt
+    is (``santacoder.completion.infill``). The model then writes the middle, ending it with ``<|endoftext|>``."""
     p, m, s = tokenizer.fim_prefix_id, tokenizer.fim_middle_id, tokenizer.fim_suffix_id
-    if rng.random() < spm_rate:
-        return [p, s, *suffix, m, *prefix, *middle]
-    return [p, *prefix, s, *suffix, m, *middle]
+    if spm:
+        return [p, s, *suffix, m, *prefix]
+    return [p, *prefix, s, *suffix, m]
 
 
 def undo_fim_segment(segment: list[int], tokenizer: CodeTokenizer) -> list[int]:
