@@ -123,3 +123,62 @@ def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
         assert len(calls) == 2  # each call asks xformers, which refuses, and sdpa answers
     finally:
         auto_backend.cache_clear()
+
+
+def _padded(n_kv: int, pads: list[int], t: int = 9):
+    from santacoder.attention import padded_causal_mask
+
+    q, k, v = _qkv(n_kv, t, t, b=len(pads))
+    key_mask = torch.ones(len(pads), t, dtype=torch.long)
+    for row, pad in enumerate(pads):
+        key_mask[row, :pad] = 0
+    return q, k, v, padded_causal_mask(key_mask, t)
+
+
+def _each_row_alone(q, k, v, pads):
+    """Every row's tokens through the definition without its padding (the rows' padded queries left out)."""
+    return [_naive(q[r : r + 1, :, p:], k[r : r + 1, :, p:], v[r : r + 1, :, p:]) for r, p in enumerate(pads)]
+
+
+@pytest.mark.parametrize("n_kv", [1, 4], ids=["mqa", "mha"])
+@pytest.mark.parametrize("impl", BACKENDS)
+def test_a_padding_mask_makes_each_row_what_it_is_alone(impl, n_kv):
+    pads = [0, 3, 8]  # the last row has one token
+    q, k, v, mask = _padded(n_kv, pads)
+    out = causal_attention(q, k, v, impl=impl, mask=mask)
+    assert torch.isfinite(out).all()  # padded queries see themselves: no all -inf row, no NaN
+    for r, (p, alone) in enumerate(zip(pads, _each_row_alone(q, k, v, pads), strict=True)):
+        torch.testing.assert_close(out[r : r + 1, :, p:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_xformers_wrapper_passes_the_padding_mask_as_an_aligned_bias_on_cpu(monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from xformers.ops import fmha
+
+    def stand_in(q, k, v, attn_bias=None, p=0.0):  # (B, M, H, K) inputs, a (B, H, M, N) additive bias
+        assert attn_bias.stride(-2) % 8 == 0  # xformers' alignment rule for bias tensors
+        scores = q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2) / q.shape[-1] ** 0.5 + attn_bias
+        return (scores.softmax(-1) @ v.transpose(1, 2)).transpose(1, 2)
+
+    monkeypatch.setattr(fmha, "memory_efficient_attention", stand_in)
+    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
+    pads = [0, 3, 8]
+    q, k, v, mask = _padded(1, pads)
+    out = causal_attention(q, k, v, impl="xformers", mask=mask)
+    for r, (p, alone) in enumerate(zip(pads, _each_row_alone(q, k, v, pads), strict=True)):
+        torch.testing.assert_close(out[r : r + 1, :, p:], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers kernels need a CUDA GPU")
+def test_xformers_padding_mask_matches_math_on_gpu():
+    if xformers_unsupported_reason(torch.empty(1, device="cuda", dtype=torch.float16)) is not None:
+        pytest.skip(xformers_unsupported_reason(torch.empty(1, device="cuda", dtype=torch.float16)))
+    q, k, v, mask = _padded(1, [0, 3, 8])
+    q, k, v, mask = (t.cuda() for t in (q, k, v, mask))
+    ref = causal_attention(q, k, v, impl="math", mask=mask)
+    out = causal_attention(q.half(), k.half(), v.half(), impl="xformers", mask=mask).float()
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)

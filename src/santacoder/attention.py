@@ -110,6 +110,11 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, m
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
     if tq == tk:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+    if tq == 1:  # one decoding step: the last position sees every key, so no mask at all
+        if k.shape[1] == 1:  # MQA: the heads' queries as rows of one head, over the one shared K/V head
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, dropout_p=dropout_p)  # (B, 1, nh, hs)
+            return y.transpose(1, 2)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, enable_gqa=gqa)
     # is_causal aligns the mask top-left, which is wrong for a cached prefix: pass it explicitly.
     mask = causal_mask(tq, tk, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)

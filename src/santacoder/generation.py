@@ -107,6 +107,8 @@ def generate_stream(
     try:
         cache = KVCache(model.config, batch, total, device=param.device, dtype=param.dtype)
         mask = torch.cat([mask, mask.new_ones(batch, max_new_tokens)], dim=1)  # generated tokens are tokens
+        if bool(mask.all()):  # no padding: plain causal attention, without a mask to build and apply
+            mask = None
         logits = model(ids, attention_mask=mask, cache=cache, last_only=True)  # the prompt, in one pass
         done = torch.zeros(batch, dtype=torch.bool, device=param.device)
         for step in range(max_new_tokens):
