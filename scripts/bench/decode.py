@@ -27,8 +27,15 @@ from santacoder import GPT, GPTConfig, generate, save_hf
 SHAPES = {
     "tiny": GPTConfig.from_name("tiny"),  # 4 x 128, vocab 4096: overheads dominate
     "mid": GPTConfig(  # 8 x 512, SantaCoder's vocabulary: matmuls dominate
-        vocab_size=49280, n_positions=1024, n_embd=512, n_layer=8, n_head=8, n_inner=2048,
-        embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0,
+        vocab_size=49280,
+        n_positions=1024,
+        n_embd=512,
+        n_layer=8,
+        n_head=8,
+        n_inner=2048,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
     ),  # fmt: skip
 }
 
