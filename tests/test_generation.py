@@ -112,7 +112,9 @@ def test_the_cache_holds_two_tensors_per_layer_of_one_kv_head():
     cache = KVCache(config, batch_size=1, max_len=100, device="meta", dtype=torch.float16)
     per_token = 2 * config.n_layer * 1 * config.head_dim * 2
     assert KVCache.bytes_per_token(config, torch.float16) == per_token == 12 * 1024  # 12 KiB for santacoder-1b
-    assert sum(k.numel() * k.element_size() for k in (*cache.keys, *cache.values)) == 100 * per_token
+    assert cache.nbytes == 100 * per_token  # the storage of the allocated buffers (on the meta device)
+    small = GPTConfig(vocab_size=64, n_positions=16, n_embd=32, n_layer=3, n_head=4)
+    assert KVCache(small, 2, 16).nbytes == 2 * 16 * KVCache.bytes_per_token(small, torch.float32) == 2 * 16 * 192
     mha = GPTConfig.from_name("santacoder-1b", multi_query=False)
     assert KVCache.bytes_per_token(mha, torch.float16) == config.n_head * per_token
 
