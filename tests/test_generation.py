@@ -130,3 +130,18 @@ def test_the_decoding_benchmark_runs_and_agrees_with_transformers():
     row = [line for line in result.stdout.splitlines() if line.startswith("| tiny | 1 |")]
     assert len(row) == 1 and row[0].endswith("| True |")  # same tokens as transformers
     assert float(row[0].split("|")[5].strip().rstrip("x")) > 0  # a ratio was measured
+
+
+def test_samples_of_a_prompt_share_its_prefill_and_equal_separate_greedy_runs():
+    model = model_of(True)
+    prompts = [torch.randint(0, 101, (n,)) for n in (5, 9)]
+    calls = []
+    forward = model.forward
+    model.forward = lambda ids, **kw: calls.append(ids.shape) or forward(ids, **kw)
+    out = generate(model, prompts, 6, num_samples=3)
+    assert calls[0] == (2, 9) and all(shape == (6, 1) for shape in calls[1:])  # one prefill of the 2 prompts
+    model.forward = forward
+    alone = generate(model, prompts, 6)
+    assert torch.equal(out, alone.repeat_interleave(3, dim=0))  # greedy: every sample is the same
+    sampled = generate(model, prompts, 6, num_samples=4, temperature=1.0, seed=0)
+    assert sampled.shape == (8, 6) and len({tuple(r.tolist()) for r in sampled[:4]}) > 1

@@ -83,10 +83,13 @@ def generate_stream(
     eos_id: int | None = None,
     pad_id: int | None = None,
     seed: int | None = None,
+    num_samples: int = 1,
 ) -> Iterator[torch.Tensor]:
-    """The tokens of ``generate`` one step at a time: a (B,) tensor per step."""
+    """The tokens of ``generate`` one step at a time: a (B x num_samples,) tensor per step."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1")
     param = next(model.parameters())
     ids, mask = left_pad(input_ids, device=param.device)
     batch, width = ids.shape
@@ -110,6 +113,11 @@ def generate_stream(
         if bool(mask.all()):  # no padding: plain causal attention, without a mask to build and apply
             mask = None
         logits = model(ids, attention_mask=mask, cache=cache, last_only=True)  # the prompt, in one pass
+        if num_samples > 1:  # the samples of a prompt share its prefill: copy its cache, not its compute
+            cache.repeat_interleave(num_samples)
+            logits = logits.repeat_interleave(num_samples, dim=0)
+            mask = None if mask is None else mask.repeat_interleave(num_samples, dim=0)
+            batch *= num_samples
         done = torch.zeros(batch, dtype=torch.bool, device=param.device)
         for step in range(max_new_tokens):
             sampled = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
@@ -136,13 +144,15 @@ def generate(
     eos_id: int | None = None,
     pad_id: int | None = None,
     seed: int | None = None,
+    num_samples: int = 1,
 ) -> torch.Tensor:
     """The new tokens (B, T_new) after each prompt of ``input_ids`` (a (B, T) tensor, or a list of prompts of
     any lengths).
 
     ``temperature=0`` is greedy. A row that produces ``eos_id`` keeps it and is filled with ``pad_id`` (default
     ``eos_id``) afterwards; decoding ends when every row has, or after ``max_new_tokens`` (``eos_id=None``:
-    always ``max_new_tokens``). ``seed`` makes sampling repeatable.
+    always ``max_new_tokens``). ``seed`` makes sampling repeatable. ``num_samples`` > 1 draws that many
+    continuations of each prompt from one prefill: rows ``i * num_samples ...`` belong to prompt ``i``.
     """
     steps = list(
         generate_stream(
@@ -155,9 +165,10 @@ def generate(
             eos_id=eos_id,
             pad_id=pad_id,
             seed=seed,
+            num_samples=num_samples,
         )
     )
     if not steps:
         batch = input_ids.shape[0] if isinstance(input_ids, torch.Tensor) else len(input_ids)
-        return torch.zeros((batch, 0), dtype=torch.long, device=next(model.parameters()).device)
+        return torch.zeros((batch * num_samples, 0), dtype=torch.long, device=next(model.parameters()).device)
     return torch.stack(steps, dim=1)

@@ -40,6 +40,12 @@ class KVCache:
         self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def repeat_interleave(self, n: int) -> None:
+        """Each sequence's keys and values ``n`` times (row ``i`` becomes rows ``i * n ... i * n + n - 1``): ``n``
+        samples continue one prefilled prompt."""
+        self.keys = [k.repeat_interleave(n, dim=0) for k in self.keys]
+        self.values = [v.repeat_interleave(n, dim=0) for v in self.values]
+
     def advance(self, n: int) -> None:
         self.length += n
 
