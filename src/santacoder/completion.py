@@ -75,15 +75,29 @@ def complete(
     return "".join(stream_generate(model, tokenizer, prompt, max_new_tokens, stop=stop, **sampling))
 
 
-def infill_prompt(tokenizer: CodeTokenizer, prefix: str, suffix: str, mode: str = "psm") -> list[int]:
-    """The ids of a fill-in-the-middle prompt, laid out exactly as training lays out a FIM segment."""
+def infill_prompt(
+    tokenizer: CodeTokenizer, prefix: str, suffix: str, mode: str = "psm", max_tokens: int | None = None
+) -> list[int]:
+    """The ids of a fill-in-the-middle prompt, laid out exactly as training lays out a FIM segment.
+
+    With ``max_tokens``, a prompt that would be longer keeps the end of the prefix and the start of the suffix
+    (the code nearest the gap): each gets half the room, and what one does not need goes to the other."""
     if mode not in INFILL_MODES:
         raise ValueError(f"mode={mode!r} must be one of {INFILL_MODES}")
 
     def encode(part: str) -> list[int]:  # each part on its own, as training encodes them
         return tokenizer.encode_bytes(part.encode("utf-8"))
 
-    return fim_prompt(encode(prefix), encode(suffix), tokenizer, spm=mode == "spm")
+    before, after = encode(prefix), encode(suffix)
+    if max_tokens is not None:
+        room = max_tokens - 3  # the three FIM tokens
+        if room < 2:
+            raise ValueError(f"max_tokens={max_tokens} leaves no room for a prefix and a suffix")
+        if len(before) + len(after) > room:
+            keep_after = min(len(after), max(room // 2, room - len(before)))
+            keep_before = room - keep_after
+            before, after = before[len(before) - keep_before :], after[:keep_after]
+    return fim_prompt(before, after, tokenizer, spm=mode == "spm")
 
 
 def infill(

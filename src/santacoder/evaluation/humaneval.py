@@ -68,9 +68,13 @@ def generate_samples(
         for index, problem in enumerate(progress(problems)):
             if problem["task_id"] in complete:
                 continue
+            prompt = tokenizer.encode(problem["prompt"])
+            room = model.config.n_positions - max_new_tokens
+            if len(prompt) > room:  # a short context keeps the prompt's end: the signature and docstring
+                prompt = prompt[len(prompt) - room :]
             rows = generate(
                 model,
-                [tokenizer.encode(problem["prompt"])],
+                [prompt],
                 max_new_tokens,
                 temperature=temperature,
                 top_p=top_p,
