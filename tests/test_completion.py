@@ -216,3 +216,15 @@ def test_a_model_that_knows_its_functions_gives_them_back_through_infill_and_com
     else:
         pytest.fail(f"the model did not learn its four functions in 1500 steps (loss {loss.item():.3f})")
     assert infill(model.eval(), tokenizer, target[:lo], target[hi:], max_new_tokens=40) == "    result = x * x\n"
+
+
+def test_an_infilling_prompt_too_long_for_the_context_keeps_the_code_nearest_the_gap(tokenizer):
+    prefix, suffix = "x = 1\n" * 50, "y = 2\n" * 50
+    full = infill_prompt(tokenizer, prefix, suffix)
+    short = infill_prompt(tokenizer, prefix, suffix, max_tokens=43)
+    assert len(short) == 43 < len(full)
+    p, s = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    assert short == [tokenizer.fim_prefix_id, *p[-20:], tokenizer.fim_suffix_id, *s[:20], tokenizer.fim_middle_id]
+    lopsided = infill_prompt(tokenizer, "z = 3\n", suffix, max_tokens=43)  # the suffix gets the prefix's spare room
+    assert lopsided[-2] != tokenizer.fim_suffix_id and len(lopsided) == 43
+    assert infill_prompt(tokenizer, prefix, suffix, max_tokens=10_000) == full
