@@ -34,12 +34,12 @@ test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-ins
 	scripts/slurm/test_slurm.sh --train $(ARGS)
 
 lint: $(STAMP) ## Check style with ruff
-	$(BIN)/ruff check src tests scripts train.py
-	$(BIN)/ruff format --check src tests scripts train.py
+	$(BIN)/ruff check src tests scripts train.py eval.py
+	$(BIN)/ruff format --check src tests scripts train.py eval.py
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix src tests scripts train.py
-	$(BIN)/ruff format src tests scripts train.py
+	$(BIN)/ruff check --fix src tests scripts train.py eval.py
+	$(BIN)/ruff format src tests scripts train.py eval.py
 
 # Wheels for a GPU node without a package index (scripts/gpu_check --wheels .whl): CPython 3.12 manylinux x86-64,
 # no dependencies resolved (the node has torch, lightning, numpy, PyYAML, tqdm, ...). antlr4 4.9.3 (hydra's

