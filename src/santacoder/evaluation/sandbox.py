@@ -117,8 +117,7 @@ for limit, value in ((resource.RLIMIT_AS, int(memory)), (resource.RLIMIT_NPROC, 
         sys.stderr.write(f"sandbox: setting rlimit {limit} failed: {e}\n")
         sys.exit(97)
 os.chdir("/tmp/work")
-python = os.path.realpath(sys.executable)  # the base interpreter (a venv's python links to it)
-os.execv(python, [python, "-I", "-B", "program.py"])
+os.execv(sys.executable, [sys.executable, "-I", "-B", "program.py"])
 """
 
 
@@ -147,7 +146,10 @@ def _command(program: str, timeout: float, limits: Limits) -> list[str]:
     nproc = limits.max_processes if root else _user_process_count() + limits.max_processes
     cpu = max(1, int(timeout) + 1)
     args = [program, limits.memory_bytes, nproc, limits.disk_bytes, limits.open_files, cpu, "1" if root else "0"]
-    return [unshare, *flags, sys.executable, "-I", "-c", _LAUNCHER, *map(str, args)]
+    # the base interpreter, by its real path: a venv's python is a link that may live under /tmp, which the
+    # sandbox covers with its own tmpfs
+    python = os.path.realpath(sys.executable)
+    return [unshare, *flags, python, "-I", "-c", _LAUNCHER, *map(str, args)]
 
 
 def run_sandboxed(program: str, timeout: float, limits: Limits | None = None) -> Outcome:
