@@ -70,7 +70,9 @@ def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, t
     assert saved["metrics"] == metrics
     assert "val/loss" in (tmp_path / "eval" / "csv" / "metrics.csv").read_text().splitlines()[0]
     off = evaluate(compose_eval(tmp_path, f"ckpt_path={trained_run}", "device=cpu", "tasks.perplexity.fim=off",
-                                "tasks.fim_single_line.enabled=false", "tasks.humaneval.enabled=false"))  # fmt: skip
+                                "tasks.fim_single_line.source=corpus", "tasks.fim_single_line.limit=2",
+                                "tasks.fim_single_line.max_new_tokens=4", "tasks.humaneval.enabled=false"))  # fmt: skip
+    assert off["fim/python/tasks"] == 2  # lines of the run's held-out files
     assert off["val/fim_rate"] == 0.0 and off["val/loss"] != metrics["val/loss"]
 
 

