@@ -146,3 +146,29 @@ def test_disk_use_is_bounded():
     outcome = run_sandboxed(program, timeout=20, limits=Limits(disk_bytes=16 * 2**20))
     assert outcome.status == "failed"
     assert "File too large" in outcome.stderr or "No space left" in outcome.stderr
+
+
+def test_the_whole_process_tree_shares_one_memory_cap_where_cgroups_can_be_made():
+    from santacoder.evaluation.cgroups import ProgramCgroup
+
+    with ProgramCgroup(2**20, 8) as cgroup:
+        if not any("memory" in p for p in cgroup.procs) and not (Path("/sys/fs/cgroup/cgroup.controllers").is_file()
+                                                                 and cgroup.procs):  # fmt: skip
+            pytest.skip("no memory cgroup can be made here (not root, or no cgroup memory controller)")
+    # four children, each under its own 512 MiB address-space limit, together over the 512 MiB cap
+    program = (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(4):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = b'x' * (300 * 2**20)\n"
+        "        time.sleep(2)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])\n"
+    )
+    outcome = run_sandboxed(program, timeout=30, limits=Limits(memory_bytes=512 * 2**20))
+    codes = eval(outcome.stdout.strip())  # noqa: S307 (our own program's output: a list of ints)
+    assert -9 in codes or any(code != 0 for code in codes), codes  # the kernel killed what went over
+    assert codes.count(0) <= 1

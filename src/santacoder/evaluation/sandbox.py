@@ -9,6 +9,8 @@ namespace when not root), as set up by ``_LAUNCHER`` before the program starts:
   out of reach);
 - no writes outside its directory: every mount is made read-only, then fresh size-limited tmpfs are mounted
   on ``/tmp``, ``/var/tmp`` and ``/dev/shm``; the program runs in ``/tmp/work``. The disk it can fill is that;
+- the whole process tree's memory and process count capped by a cgroup, where this machine lets one be made
+  (root, cgroup v1 or v2; ``santacoder.evaluation.cgroups``);
 - limits: address space (memory), processes (``RLIMIT_NPROC`` of an unprivileged user: root, whom that rlimit
   does not bind, drops to ``nobody``), file size, CPU time, open files, no core files.
 
@@ -25,6 +27,8 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+
+from santacoder.evaluation.cgroups import ProgramCgroup
 
 SETUP_FAILED = 97  # the launcher's exit status when it could not enforce a guarantee (its reason on stderr)
 
@@ -57,6 +61,13 @@ def fail(step):
     err = ctypes.get_errno()
     sys.stderr.write(f"sandbox: {step} failed: {os.strerror(err) if err else 'unknown error'}\n")
     sys.exit(97)
+for procs in sys.argv[8:]:  # the program's cgroups, made by the parent: join them before anything else
+    try:
+        with open(procs, "w") as f:
+            f.write("0")
+    except OSError as e:
+        sys.stderr.write(f"sandbox: joining the cgroup {procs} failed: {e}\n")
+        sys.exit(97)
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 1 << 18, 2, 4
 if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
     fail("making mounts private")
@@ -134,7 +145,7 @@ def _user_process_count() -> int:
     return count
 
 
-def _command(program: str, timeout: float, limits: Limits) -> list[str]:
+def _command(program: str, timeout: float, limits: Limits, cgroup_procs: list[str]) -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         raise SandboxUnavailable("the `unshare` command (util-linux) is not installed: no namespaces, no sandbox")
@@ -149,26 +160,28 @@ def _command(program: str, timeout: float, limits: Limits) -> list[str]:
     # the base interpreter, by its real path: a venv's python is a link that may live under /tmp, which the
     # sandbox covers with its own tmpfs
     python = os.path.realpath(sys.executable)
-    return [unshare, *flags, python, "-I", "-c", _LAUNCHER, *map(str, args)]
+    return [unshare, *flags, python, "-I", "-c", _LAUNCHER, *map(str, args), *cgroup_procs]
 
 
 def run_sandboxed(program: str, timeout: float, limits: Limits | None = None) -> Outcome:
     """Run the Python source ``program`` in the sandbox for at most ``timeout`` seconds (wall clock)."""
-    process = subprocess.Popen(
-        _command(program, timeout, limits or Limits()),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: killed whole at the timeout
-        text=True,
-        errors="replace",
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # unshare dies; --kill-child takes the PID namespace with it
-        stdout, stderr = process.communicate()
-        return Outcome("timed out", None, stdout, stderr)
+    limits = limits or Limits()
+    with ProgramCgroup(limits.memory_bytes, limits.max_processes) as cgroup:
+        process = subprocess.Popen(
+            _command(program, timeout, limits, cgroup.procs),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: killed whole at the timeout
+            text=True,
+            errors="replace",
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # unshare dies; --kill-child takes the PID namespace with it
+            stdout, stderr = process.communicate()
+            return Outcome("timed out", None, stdout, stderr)
     if process.returncode == SETUP_FAILED and stderr.startswith("sandbox: "):
         raise SandboxUnavailable(stderr.strip().splitlines()[-1].removeprefix("sandbox: "))
     return Outcome("passed" if process.returncode == 0 else "failed", process.returncode, stdout, stderr)
