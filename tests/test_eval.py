@@ -73,6 +73,13 @@ def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, t
                                 "tasks.fim_single_line.source=corpus", "tasks.fim_single_line.limit=2",
                                 "tasks.fim_single_line.max_new_tokens=4", "tasks.humaneval.enabled=false"))  # fmt: skip
     assert off["fim/python/tasks"] == 2  # lines of the run's held-out files
+    wandb_cfg = compose_eval(tmp_path, f"ckpt_path={trained_run}", "device=cpu", "logger=wandb",
+                             "tasks.perplexity.limit_batches=1", "tasks.fim_single_line.enabled=false",
+                             "tasks.humaneval.enabled=false")  # fmt: skip
+    with open_dict(wandb_cfg):
+        wandb_cfg.paths.output_dir = str(tmp_path / "eval_wandb")
+    evaluate(wandb_cfg)
+    assert list((tmp_path / "eval_wandb" / "wandb").glob("offline-run-*/run-*.wandb"))  # WANDB_MODE=offline
     assert off["val/fim_rate"] == 0.0 and off["val/loss"] != metrics["val/loss"]
 
 
