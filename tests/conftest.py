@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+import run_overrides  # tests/run_overrides.py
 from santacoder.data.corpus import default_source
 from santacoder.hydra_setup import setup_hydra
 from santacoder.tokenizer import CodeTokenizer, train_tokenizer
@@ -71,13 +71,7 @@ def compose_train(tmp_path):
     """Compose configs/train.yaml with overrides, as `python train.py <overrides>` would."""
 
     def _compose(*overrides: str) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.data_dir = str(tmp_path / "data")
-        return cfg
+        return run_overrides.compose_config("train", tmp_path / "run", tmp_path / "data", *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()

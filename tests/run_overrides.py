@@ -3,7 +3,9 @@ the data module built from configs/data/code.yaml with a few values replaced."""
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from santacoder.train import build
 
@@ -47,3 +49,15 @@ def training_options() -> dict:
     configs/model/module/default.yaml (their only copy)."""
     node = OmegaConf.to_container(OmegaConf.load(MODULE_YAML))
     return {key: node[key] for key in ("optimizer", "scheduler", "decay_embeddings")}
+
+
+def compose_config(name: str, output_dir: Path, data_dir: Path, *overrides: str) -> DictConfig:
+    """Compose configs/<name>.yaml with overrides, as `python <name>.py <overrides>` would, writing into
+    ``output_dir`` and ``data_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.data_dir = str(data_dir)
+    return cfg

@@ -7,25 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 import run_overrides
 from santacoder.evaluation.evaluate import evaluate
 from santacoder.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def compose_eval(tmp_path: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("eval", overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "eval")
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
+    return run_overrides.compose_config("eval", tmp_path / "eval", tmp_path / "data", *overrides)
 
 
 @pytest.fixture()

@@ -88,6 +88,7 @@ class CodeTokenizer:
         self.fim_suffix_id: int = ids["suffix"]
         self.fim_pad_id: int = ids["pad"]
         self._id_to_bytes = self._build_byte_table()
+        self._fingerprint: str | None = None
 
     def _build_byte_table(self) -> list[bytes]:
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
@@ -144,8 +145,11 @@ class CodeTokenizer:
         return ids
 
     def fingerprint(self) -> str:
-        """A short hash of the tokenizer's content, for cache keys."""
-        return hashlib.sha256(self.tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+        """A short hash of the tokenizer's content, for cache keys and checkpoints; computed once (the
+        tokenizer does not change after construction, and a 49k vocabulary serializes to megabytes)."""
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.sha256(self.tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+        return self._fingerprint
 
     def to_dict(self) -> dict:
         """Plain values that ``CodeTokenizer.from_dict`` rebuilds it from (checkpoints carry their tokenizer)."""

@@ -80,8 +80,10 @@ def fim_line_infiller(model, tokenizer, mode: str, max_new_tokens: int, on_call=
 
     def infill_line(prefix: str, suffix: str) -> str:
         on_call()
-        ids = infill_prompt(tokenizer, prefix, suffix, mode, max_tokens=room)
-        infill_line.truncated += len(ids) < len(infill_prompt(tokenizer, prefix, suffix, mode))
+        ids = infill_prompt(tokenizer, prefix, suffix, mode)
+        if len(ids) > room:
+            ids = infill_prompt(tokenizer, prefix, suffix, mode, max_tokens=room)
+            infill_line.truncated += 1
         return "".join(stream_generate(model, tokenizer, ids, max_new_tokens, stop=["\n"]))
 
     infill_line.truncated = 0
