@@ -94,6 +94,8 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
         (["model.optimizer.betas=[0.9,1.5]"], r"model.optimizer \(torch.optim.AdamW\) is invalid: .*beta"),
         (["model.scheduler.warmup_fraction=2"], r"model.scheduler.warmup_fraction=2 must be in \[0, 1\)"),
         (["data.max_doc_bytes=-1"], r"data.max_doc_bytes=-1 must be a positive integer"),
+        (["model.loss_impl=fused"], r"model.loss_impl='fused' is not one of auto, chunked, full"),
+        (["model.loss_chunk_size=0"], r"model.loss_chunk_size=0 must be a positive integer"),
     ],
 )
 def test_bad_values_stop_before_training(compose_train, corpus_dir, overrides, match):

@@ -3,7 +3,8 @@
 All constructor arguments are plain values (dicts, numbers, strings). What the model is and how it was
 trained (``config``, ``optimizer``, ``scheduler``, ``decay_embeddings``) is saved as hyper-parameters, so a
 checkpoint rebuilds its module with ``SantaCoderLitModule.load_from_checkpoint(path)``; how it runs
-(``attn_impl``, ``activation_checkpointing``, ``compile``) is not saved and is chosen anew where it runs.
+(``attn_impl``, ``loss_impl``, ``loss_chunk_size``, ``activation_checkpointing``, ``compile``) is not saved
+and is chosen anew where it runs.
 ``optimizer`` and ``scheduler`` are Hydra nodes (``_target_`` + ``_partial_: true``) instantiated here when
 training starts; their defaults live in ``configs/model/module/default.yaml`` only.
 """
@@ -15,7 +16,6 @@ from functools import partial
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -116,7 +116,8 @@ def _plain(value):
 
 
 class SantaCoderLitModule(L.LightningModule):
-    """``attn_impl`` picks the attention backend (see santacoder.attention); ``activation_checkpointing``
+    """``attn_impl`` picks the attention backend (see santacoder.attention), ``loss_impl`` and ``loss_chunk_size``
+    how the loss is computed (see santacoder.loss); ``activation_checkpointing``
     recomputes each block's activations in the backward pass (less memory, ~30% more compute); ``compile``
     compiles each block with ``torch.compile`` in place, so parameter names and checkpoints stay unchanged (no
     ``_orig_mod.`` prefixes); ``init_from`` starts from the weights of any checkpoint that ``santacoder.load``
@@ -134,6 +135,8 @@ class SantaCoderLitModule(L.LightningModule):
         # with). Training sets them all from configs/model/module/default.yaml.
         decay_embeddings: bool = False,
         attn_impl: str = "auto",
+        loss_impl: str = "auto",
+        loss_chunk_size: int = 1024,
         activation_checkpointing: bool = False,
         compile: bool = False,
         init_from: str | None = None,
@@ -151,7 +154,7 @@ class SantaCoderLitModule(L.LightningModule):
             }
         )
         check_training_config(optimizer, scheduler)
-        self.model = GPT(self.config, attn_impl=attn_impl)
+        self.model = GPT(self.config, attn_impl=attn_impl, loss_impl=loss_impl, loss_chunk_size=loss_chunk_size)
         if init_from:  # not a hyper-parameter: a checkpoint of this module already holds the weights
             self.init_weights_from(init_from)
         self.model.activation_checkpointing = bool(activation_checkpointing)
@@ -190,10 +193,9 @@ class SantaCoderLitModule(L.LightningModule):
         return self.model(input_ids)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over labelled tokens (``<fim-pad>`` positions carry no label)."""
-        logits = self.model(batch["input_ids"])  # (B, T, V)
-        labels = batch["labels"]  # (B, T)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        """Mean cross-entropy over labelled tokens (``<fim-pad>`` positions carry no label), computed inside the
+        model (see ``GPT.forward``)."""
+        return self.model(batch["input_ids"], labels=batch["labels"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -211,15 +213,19 @@ class SantaCoderLitModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The configured optimizer over this module's weight-decay groups (also what the benchmarks step)."""
+        opt_cfg = dict(self.optimizer_cfg)
+        weight_decay = opt_cfg.pop("weight_decay", 0.0)
+        return instantiate(opt_cfg)(parameter_groups(self.model, weight_decay, self.decay_embeddings))
+
     def configure_optimizers(self):
         if self.optimizer_cfg is None or self.scheduler_cfg is None:
             raise ConfigError(
                 "this module has no optimizer or scheduler config (it was rebuilt from a converted checkpoint); "
                 "to train from these weights use model.init_from=<checkpoint> with the configs of configs/model/"
             )
-        opt_cfg = dict(self.optimizer_cfg)
-        weight_decay = opt_cfg.pop("weight_decay", 0.0)
-        optimizer = instantiate(opt_cfg)(parameter_groups(self.model, weight_decay, self.decay_embeddings))
+        optimizer = self.make_optimizer()
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(dict(self.scheduler_cfg))(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

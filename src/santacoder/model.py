@@ -18,6 +18,7 @@ import torch.utils.checkpoint
 
 from santacoder.attention import causal_attention, check_attn_impl, padded_causal_mask
 from santacoder.errors import ConfigError
+from santacoder.loss import check_loss_impl, linear_cross_entropy
 
 if TYPE_CHECKING:
     from santacoder.kv_cache import KVCache
@@ -206,13 +207,20 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """The model of ``config``. ``attn_impl`` ("auto", "xformers", "sdpa", "math"; see santacoder.attention) says
-    how attention runs here and now; change it with ``set_attn_impl``. It is not saved with the weights."""
+    """The model of ``config``. How it runs here and now is not saved with the weights: ``attn_impl`` ("auto",
+    "xformers", "sdpa", "math"; see santacoder.attention; change it with ``set_attn_impl``), and how
+    ``forward(..., labels=)`` computes the loss: ``loss_impl`` ("auto", "chunked", "full"; see santacoder.loss)
+    with ``loss_chunk_size`` tokens per chunk."""
 
-    def __init__(self, config: GPTConfig, attn_impl: str = "auto"):
+    def __init__(
+        self, config: GPTConfig, attn_impl: str = "auto", loss_impl: str = "auto", loss_chunk_size: int = 1024
+    ):
         super().__init__()
         self.config = config
         check_attn_impl(attn_impl)
+        check_loss_impl(loss_impl, loss_chunk_size)
+        self.loss_impl = loss_impl
+        self.loss_chunk_size = loss_chunk_size
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -267,14 +275,19 @@ class GPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab_size) for ``input_ids`` (B, T).
+        """Logits (B, T, vocab_size) for ``input_ids`` (B, T); with ``labels`` (B, T), the mean cross-entropy
+        over the labelled positions instead (``IGNORE_INDEX`` = -100 marks the others; see santacoder.loss).
 
         ``cache``: the inputs continue the sequences held in it (its ``length`` positions), and their keys and
         values are stored in it. ``attention_mask`` (B, cached + T): 1 for tokens, 0 for padding (a left-padded
         batch of prompts): no query attends to padding, and a position counts only the tokens before it (unless
         ``position_ids`` (B, T) are given), so each row computes what it would alone. ``last_only``: the
         logits of the last position only (B, 1, vocab_size), all that decoding needs from the largest matmul.
+
+        The loss is computed here, not by the caller, so that under FSDP the LM head's weight is still gathered
+        when the loss reads it, and so that the chunked loss never materialises the logits.
         """
         B, T = input_ids.shape
         past = 0 if cache is None else cache.length
@@ -300,6 +313,11 @@ class GPT(nn.Module):
                 x = block(x, cache, i, mask)
         if cache is not None:
             cache.advance(T)
+        if labels is not None:
+            hidden = self.transformer.ln_f(x)  # (B, T, C)
+            return linear_cross_entropy(
+                hidden, self.lm_head.weight, labels, impl=self.loss_impl, chunk_size=self.loss_chunk_size
+            )  # () fp32
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x))  # (B, T or 1, vocab_size)

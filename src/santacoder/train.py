@@ -27,6 +27,7 @@ from santacoder.callbacks import NonFiniteLossError
 from santacoder.checkpoint import read_checkpoint, read_meta
 from santacoder.checkpoint_io import refuse_unresumable, resolve_resume
 from santacoder.errors import ConfigError, OutOfSpaceError, is_disk_full
+from santacoder.loss import check_loss_impl
 from santacoder.model import SHAPE_FIELDS, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,9 @@ def resolve_model_config(cfg: DictConfig, tokenizer_size: int) -> None:
 
 
 def check_devices(cfg: DictConfig) -> None:
-    """The attention backend and the trainer's accelerator against this machine: a GPU trainer or xformers
-    without CUDA stops here with one line, not in Lightning or in the first forward pass after data work."""
+    """The attention backend, the loss and the trainer's accelerator against this machine: a GPU trainer or
+    xformers without CUDA stops here with one line, not in Lightning or in the first forward pass after data work."""
+    check_loss_impl(cfg.model.get("loss_impl", "auto"), cfg.model.get("loss_chunk_size", 1024))
     attn_impl = cfg.model.attn_impl
     try:
         check_attn_impl(attn_impl)

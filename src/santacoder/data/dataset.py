@@ -8,9 +8,8 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from santacoder.data.token_store import TokenStore
 from santacoder.fim import fim_sample
+from santacoder.loss import IGNORE_INDEX
 from santacoder.tokenizer import CodeTokenizer
-
-IGNORE_INDEX = -100  # label value that cross-entropy skips
 
 
 class PackedFIMDataset(Dataset):
