@@ -94,10 +94,11 @@ def test_no_label_at_all_gives_zero_loss_and_gradients_not_nan(impl):
 
 
 def test_fp16_gradient_products_do_not_overflow():
-    """Large hidden states (|h| ~ 300) over a chunk of 1024 rows: the fp16 product grad.T @ hidden would reach
-    ~3e5, past fp16's 65504, unless the chunk's gradient is scaled down first (and back up in fp32)."""
+    """Large positive hidden states (100 to 400) over a chunk of 1024 rows: the fp16 product grad.T @ hidden
+    would reach ~2.5e5, past fp16's 65504, unless the chunk's gradient is scaled down first (and back up in
+    fp32)."""
     g = torch.Generator().manual_seed(1)
-    hidden = (torch.randn(1024, 16, generator=g) * 300).requires_grad_()
+    hidden = (torch.rand(1024, 16, generator=g) * 300 + 100).requires_grad_()
     weight = (torch.randn(64, 16, generator=g) * 0.01).requires_grad_()
     labels = torch.zeros(1024, dtype=torch.long)  # every row pulls the same weight row: the sums add up
     _, grad_h, grad_w = loss_and_grads(hidden, weight, labels, impl="chunked", chunk_size=1024, autocast=torch.float16)
