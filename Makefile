@@ -30,6 +30,9 @@ train: $(STAMP) ## Train a tiny SantaCoder with FIM on the Python standard libra
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
+bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~10 min on 2 cores)
+	$(BIN)/python scripts/bench/run_all.py $(ARGS)
+
 test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-installs slurm-wlm): 2 tasks, SIGUSR1, requeue, resume
 	scripts/slurm/test_slurm.sh --train $(ARGS)
 
@@ -60,4 +63,4 @@ clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-slurm lint format clean gpu-wheels
+.PHONY: help install train test bench test-slurm lint format clean gpu-wheels

@@ -103,22 +103,31 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 valid_c = valid[start : start + chunk_size]
                 target = torch.where(valid_c, labels[start : start + chunk_size], 0)[:, None]  # (n, 1)
                 logits = (h_c @ w.T).float()  # (n, V) fp32
-                lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (n, 1)
-                loss += ((lse - logits.gather(1, target)).squeeze(1) * valid_c).sum()
+                # logsumexp by hand, in place, so the exponentials are computed once for the loss and the gradient
+                logits -= logits.amax(dim=-1, keepdim=True)  # shifted: the largest is 0
+                target_logit = logits.gather(1, target)  # (n, 1)
+                grad = logits.exp_()  # (n, V): exp of the shifted logits, in place
+                sum_exp = grad.sum(dim=-1, keepdim=True)  # (n, 1)
+                loss += ((sum_exp.log() - target_logit).squeeze(1) * valid_c).sum()
                 if not needs_grad:
                     continue
-                # d(summed loss)/d(logits) = softmax - onehot, for labelled rows only; in place of the logits
-                grad = logits.sub_(lse).exp_()
-                grad.scatter_add_(1, target, -torch.ones_like(target, dtype=grad.dtype))
-                # bf16 and fp32 take the mean's 1/n here, so each product is rounded once, as autograd's would be;
-                # fp16 takes a power of two that keeps its products finite, divided out in fp32 below
+                # d(summed loss)/d(logits) = softmax - onehot, for labelled rows only, times a factor: bf16 and fp32
+                # take the mean's 1/n here, so each product below is rounded once, as autograd's would be; fp16
+                # takes a power of two that keeps its products finite, divided out in fp32 after
                 factor = _fp16_safe_scale(h_c, w_max) if dtype == torch.float16 else 1.0 / n_valid
-                grad.mul_(valid_c[:, None] * factor)
+                row_factor = valid_c[:, None] * factor  # (n, 1)
+                grad.mul_(row_factor / sum_exp)
+                grad.scatter_add_(1, target, -row_factor.to(grad.dtype))
                 grad_lp = grad.to(dtype)  # (n, V) in the compute dtype, for the two products
-                grad_h[start : start + chunk_size] = grad_lp @ w  # (n, C)
+                rows = slice(start, start + chunk_size)
+                if dtype == torch.float32:  # straight into the fp32 accumulators
+                    torch.mm(grad_lp, w, out=grad_h[rows])  # (n, C)
+                    grad_w.addmm_(grad_lp.T, h_c)  # (V, C)
+                    continue
+                grad_h[rows] = grad_lp @ w  # (n, C)
                 grad_w_c = (grad_lp.T @ h_c).float()  # (V, C)
                 if dtype == torch.float16:
-                    grad_h[start : start + chunk_size] /= factor * n_valid
+                    grad_h[rows] /= factor * n_valid
                     grad_w_c /= factor * n_valid
                 grad_w += grad_w_c
             if needs_grad:
