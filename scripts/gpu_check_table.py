@@ -115,6 +115,8 @@ for kind, name, status, code, secs, log, note in parts:
                 d.append(f"fp16 skipped {r.get('skipped_steps', 0):.0f}, scale {r['loss_scale']:.0f}")
             d.append(f"{secs} s" + (", built the data" if not r.get("data_cached", True) else ""))
             rows.append((name, "PASS", " | ".join(d)))
+        elif "/micro" in name and "out of memory" in (r.get("error") or "").lower():
+            rows.append((name, "NOFIT", "this micro batch does not fit: " + short(r["error"], 90)))  # a finding
         else:
             failed = True
             rows.append((name, "FAIL", r.get("error") or f"exit {code}, no result; {last_line(log)}"))

@@ -145,9 +145,20 @@ def test_two_node_torchrun_matches_single_process(corpus_dir, tmp_path):
     assert log_text.count("final metrics") == 1
 
 
-def test_fp16_overflowing_steps_are_skipped_and_counted():
-    """Dynamic loss scaling as with 16-mixed on a GPU (Lightning only builds the scaler on CUDA; here a CPU
-    GradScaler runs the same logic): an overflowing step is skipped, counted, and the scale halves."""
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+        ),
+    ],
+)
+def test_fp16_overflowing_steps_are_skipped_and_counted(device):
+    """Dynamic loss scaling with 16-mixed: an overflowing step (a forced inf loss, whose gradients through the
+    chunked loss are inf) is skipped, counted, and the scale halves; the weights stay finite. On a GPU with
+    Lightning's own scaler; on CPU (where Lightning builds none) with a CPU GradScaler running the same logic."""
     import lightning as L
     from lightning.pytorch.plugins import MixedPrecision
     from torch.utils.data import DataLoader
@@ -166,10 +177,12 @@ def test_fp16_overflowing_steps_are_skipped_and_counted():
     )
     data = [{"input_ids": torch.randint(0, 128, (2, 16)), "labels": torch.randint(0, 128, (2, 16))} for _ in range(8)]
     monitor = LossScaleMonitor()
-    scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    precision = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=65536.0))]}
+    if device == "cuda":
+        precision = {"precision": "16-mixed", "devices": 1}  # Lightning's GradScaler, initial scale 65536
     trainer = L.Trainer(
-        accelerator="cpu",
-        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+        accelerator=device,
+        **precision,
         max_steps=8,
         logger=False,
         enable_checkpointing=False,

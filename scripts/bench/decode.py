@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine
 
 from santacoder import GPT, GPTConfig, generate, save_hf
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("tiny", SHAPES["tiny"], [1], 8, 4, 1)]
     else:
         plan = [(n, c, [1, 8], args.prompt_len, args.new_tokens, args.rounds) for n, c in SHAPES.items()]
-    print(f"decoding: {args.threads} threads, float32, sdpa, greedy; prompt {plan[0][3]} tokens, {plan[0][4]} new")
+    print(f"decoding: {machine()}; float32, sdpa, greedy; prompt {plan[0][3]} tokens, {plan[0][4]} new\n")
     print("| shape | batch | santacoder tok/s | transformers tok/s | ratio | same tokens |")
     print("|---|---|---|---|---|---|")
     all_same = True
