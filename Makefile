@@ -30,7 +30,7 @@ train: $(STAMP) ## Train a tiny SantaCoder with FIM on the Python standard libra
 test: $(STAMP) ## Run the test suite
 	$(BIN)/python -m pytest $(ARGS)
 
-bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~10 min on 2 cores)
+bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~4 min on 2 cores)
 	$(BIN)/python scripts/bench/run_all.py $(ARGS)
 
 test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-installs slurm-wlm): 2 tasks, SIGUSR1, requeue, resume
