@@ -3,10 +3,9 @@ the data module built from configs/data/code.yaml with a few values replaced."""
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+import santacoder
 from santacoder.train import build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -53,11 +52,7 @@ def training_options() -> dict:
 
 def compose_config(name: str, output_dir: Path, data_dir: Path, *overrides: str) -> DictConfig:
     """Compose configs/<name>.yaml with overrides, as `python <name>.py <overrides>` would, writing into
-    ``output_dir`` and ``data_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(data_dir)
-    return cfg
+    ``output_dir`` and ``data_dir`` (unresolved, so a test may still move ``paths.output_dir``)."""
+    return santacoder.compose(
+        [*overrides, f"paths.data_dir={data_dir}"], config_name=name, output_dir=output_dir, resolve=False
+    )

@@ -146,3 +146,29 @@ def test_global_rank_zero_from_the_launchers_environment(monkeypatch, env, rank_
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert is_global_rank_zero() is rank_zero
+
+
+def test_compose_from_python_needs_no_hydra_run_and_builds_what_train_builds(monkeypatch, tmp_path, corpus_dir):
+    """A notebook's path: no PROJECT_ROOT, no Hydra runtime; the root is the checkout (or root_dir), the output
+    directory the run directory train.py would use, everything resolved; the same instantiate calls work."""
+    import santacoder
+    from santacoder.train import build, resolve_model_config
+
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    cfg = santacoder.compose(["model.config.n_layer=1"])
+    assert cfg.paths.root_dir == str(CONFIGS.parent)
+    assert Path(cfg.paths.output_dir).parent == CONFIGS.parent / "logs" / "train" / "runs"
+    assert "${" not in OmegaConf.to_yaml(cfg)  # resolved: nothing left that needs Hydra's runtime
+
+    cfg = santacoder.compose(
+        [*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "model.config.n_layer=1"], root_dir=tmp_path
+    )
+    assert cfg.paths.data_dir == str(tmp_path / "data")
+    datamodule = build(cfg, "data")
+    assert datamodule.tokenizer_size() == 512
+    resolve_model_config(cfg, datamodule.tokenizer_size())  # vocab_size from the tokenizer, as train() does
+    model = build(cfg, "model")
+    assert len(model.model.transformer.h) == 1
+    assert build(cfg, "trainer").max_steps == cfg.trainer.max_steps
+    with pytest.raises(ConfigError, match="no nope.yaml"):
+        santacoder.compose(config_name="nope")

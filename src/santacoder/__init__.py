@@ -1,6 +1,7 @@
 """Train SantaCoder-style code models: GPT-2 with multi-query attention and fill-in-the-middle."""
 
 from santacoder.completion import complete, infill, stream_generate
+from santacoder.configs import compose
 from santacoder.errors import ConfigError
 from santacoder.generation import generate
 from santacoder.interop import load, read_checkpoint_config, save_hf
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "FIMTokens",
     "complete",
+    "compose",
     "generate",
     "infill",
     "load",
