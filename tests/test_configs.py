@@ -159,6 +159,9 @@ def test_compose_from_python_needs_no_hydra_run_and_builds_what_train_builds(mon
     assert cfg.paths.root_dir == str(CONFIGS.parent)
     assert Path(cfg.paths.output_dir).parent == CONFIGS.parent / "logs" / "train" / "runs"
     assert "${" not in OmegaConf.to_yaml(cfg)  # resolved: nothing left that needs Hydra's runtime
+    assert "hydra" not in cfg
+    evaluation = santacoder.compose(["ckpt_path=some/run"], config_name="eval")
+    assert Path(evaluation.paths.output_dir).parent == CONFIGS.parent / "logs" / "eval" / "runs"
 
     cfg = santacoder.compose(
         [*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "model.config.n_layer=1"], root_dir=tmp_path

@@ -79,6 +79,19 @@ def measure(
     return results
 
 
+def plot(results: list[dict], axes) -> None:
+    """Time and peak memory against sequence length, one line per backend, on two matplotlib axes (the notebook
+    and `make figures` draw this)."""
+    for impl in sorted({r["backend"] for r in results}):
+        rows = [r for r in results if r["backend"] == impl]
+        axes[0].plot([r["seq_len"] for r in rows], [r["seconds"] * 1e3 for r in rows], "o-", label=impl)
+        axes[1].plot([r["seq_len"] for r in rows], [r["peak_bytes"] / 2**20 for r in rows], "o-", label=impl)
+    axes[0].set(xlabel="sequence length", ylabel="ms (forward + backward)", xscale="log", yscale="log")
+    axes[1].set(xlabel="sequence length", ylabel="peak MiB allocated", xscale="log", yscale="log")
+    for ax in axes:
+        ax.legend()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="T = 64 and 128, one round")

@@ -15,7 +15,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import torch
+# the profiler's C++ side logs every start and stop to the console unless told otherwise
+os.environ.setdefault("KINETO_LOG_LEVEL", "99")
+
+import torch  # noqa: E402
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:

@@ -7,8 +7,8 @@
 
 ``train.py`` gets two values from its surroundings that a notebook lacks: ``paths.root_dir`` (the environment's
 ``PROJECT_ROOT``) and ``paths.output_dir`` (Hydra's run directory). Here the root is ``PROJECT_ROOT`` when set,
-else this checkout, and the output directory is the run directory ``train.py`` would choose
-(``logs/<task>/runs/<run id>``), unless ``output_dir`` is given. The result is fully resolved.
+else this checkout, and the output directory is the run directory the entry point would choose
+(``logs/<task>/runs/<run id>``, or the run being resumed), unless ``output_dir`` is given. The result is resolved.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from santacoder.errors import ConfigError
 from santacoder.hydra_setup import setup_hydra
-from santacoder.launch import run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -49,10 +48,13 @@ def compose(
     root = Path(root_dir or os.environ.get("PROJECT_ROOT") or REPO).resolve()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=[f"paths.root_dir={root}", *overrides])
+        cfg = hydra_compose(
+            config_name, overrides=[f"paths.root_dir={root}", *overrides], return_hydra_config=output_dir is None
+        )
     with open_dict(cfg):
-        if output_dir is None:
-            output_dir = run_dir(f"{cfg.paths.log_dir}/{cfg.task_name}/runs", cfg.get("ckpt_path"))
+        if output_dir is None:  # the directory `python <config_name>.py` would run in (configs/hydra, eval.yaml)
+            output_dir = cfg.hydra.run.dir
+            del cfg["hydra"]
         cfg.paths.output_dir = str(Path(output_dir).resolve())
     if resolve:
         OmegaConf.resolve(cfg)
