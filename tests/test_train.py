@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
@@ -75,6 +76,9 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
     ids = torch.randint(0, 512, (1, 16))
     assert module(ids).shape == (1, 16, module.config.vocab_size)
     assert module.config.vocab_size == 512  # the tokenizer's 512 tokens, already a multiple of 128
+    # started from Python (no Hydra run), the run still keeps its config copy, which eval.py reads
+    copy = OmegaConf.load(out / ".hydra" / "config.yaml")
+    assert copy.data.source == str(corpus_dir) and copy.model.config.vocab_size == 512
 
 
 @pytest.mark.parametrize(

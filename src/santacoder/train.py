@@ -179,6 +179,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_devices(cfg)
     if cfg.extras.get("print_config"):
         _print_config(cfg)
+    _keep_config_copy(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
     resume_wandb_run(cfg, ckpt)
@@ -250,6 +251,16 @@ def _write_metrics(output_dir: Path, metrics: dict) -> None:
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
     log.info("run directory: %s", output_dir)
+
+
+@rank_zero_only
+def _keep_config_copy(cfg: DictConfig) -> None:
+    """``.hydra/config.yaml`` in the run directory for a run started from Python (``santacoder.compose``), where
+    no Hydra run wrote one: eval.py and resuming read a run's data settings from it."""
+    copy = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, copy, resolve=True)
 
 
 @rank_zero_only
