@@ -33,6 +33,13 @@ test: $(STAMP) ## Run the test suite
 bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~4 min on 2 cores)
 	$(BIN)/python scripts/bench/run_all.py $(ARGS)
 
+figures: $(STAMP) ## Redraw docs/figures/ from real runs: make train's loss curve (newest run) and the attention benchmark
+	$(BIN)/python scripts/figures.py $(ARGS)
+
+lab: $(STAMP) ## Start JupyterLab on notebooks/ with the project's venv as its kernel (installs jupyterlab on first use)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q "jupyterlab>=4"
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+
 test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-installs slurm-wlm): 2 tasks, SIGUSR1, requeue, resume
 	scripts/slurm/test_slurm.sh --train $(ARGS)
 
@@ -63,4 +70,4 @@ clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test bench test-slurm lint format clean gpu-wheels
+.PHONY: help install train test bench figures lab test-slurm lint format clean gpu-wheels

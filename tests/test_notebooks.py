@@ -1,5 +1,5 @@
 """notebooks/ executed top to bottom on CPU, as a reader would run them: a notebook whose cell raises (each one
-asserts what it shows) fails its test. Committed notebooks hold no outputs."""
+asserts what it shows) fails its test. Committed notebooks hold no outputs. `make figures` draws from a real run."""
 
 import json
 import os
@@ -46,3 +46,25 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     nb = execute(path, tmp_path)
     images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images >= 1, "every notebook plots something"
+
+
+def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import run_overrides
+    from santacoder.train import train
+
+    cfg = compose_train(*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "trainer.max_steps=20",
+                        "trainer.val_check_interval=10", "trainer.log_every_n_steps=2", "model.config.n_layer=1",
+                        "callbacks.progress_bar.refresh_rate=0")  # fmt: skip
+    train(cfg)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "figures.py"
+    out = tmp_path / "figures"
+    cmd = [sys.executable, str(script), "--run", cfg.paths.output_dir, "--out", str(out), "--seq-lens", "32", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("loss_curve.png", "attention.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    missing = subprocess.run([sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode != 0 and "has no CSV log" in missing.stderr

@@ -88,7 +88,10 @@ def plot(results: list[dict], axes) -> None:
         axes[1].plot([r["seq_len"] for r in rows], [r["peak_bytes"] / 2**20 for r in rows], "o-", label=impl)
     axes[0].set(xlabel="sequence length", ylabel="ms (forward + backward)", xscale="log", yscale="log")
     axes[1].set(xlabel="sequence length", ylabel="peak MiB allocated", xscale="log", yscale="log")
+    lengths = sorted({r["seq_len"] for r in results})
     for ax in axes:
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
         ax.legend()
 
 
