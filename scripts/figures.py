@@ -6,7 +6,9 @@
 - ``loss_curve.png``: training and validation loss of a ``make train`` run (the newest finished run under
   ``logs/train/runs`` unless ``--run`` names one), from its CSV log;
 - ``attention.png``: attention forward + backward time and peak memory against sequence length per backend,
-  measured now by ``scripts/bench/attention.py``'s ``measure`` on this machine.
+  measured now by ``scripts/bench/attention.py``'s ``measure`` on this machine;
+- ``demo.png``: the playground (``santacoder demo``) serving that run's model, after filling a gap, in headless
+  Chromium (``scripts/demo_screenshot.py``; skipped, with the reason, where the OS has no Chromium).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts" / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
+DEMO_CODE = 'def read_lines(path):\n    """Return the lines of the file at path."""\n    <FILL-HERE>\n'
 
 
 def newest_finished_run(root: Path) -> Path:
@@ -76,6 +80,23 @@ def attention_plot(out: Path, seq_lens: list[int]) -> None:
     print(f"wrote {out}")
 
 
+def demo_screenshot(run: Path, out: Path) -> None:
+    import demo_screenshot as browser
+
+    from santacoder import load, load_tokenizer
+    from santacoder.demo import build_app, launch
+
+    if browser.chromium() is None:
+        print(f"skipped {out.name}: no Chromium (apt-get install chromium)")
+        return
+    app = launch(build_app(load(run), load_tokenizer(run)), block=False)
+    try:
+        shown = browser.drive(app.local_url, out, DEMO_CODE)
+    finally:
+        app.close()
+    print(f"wrote {out} ({shown['status']})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a make train run directory (default: the newest finished one)")
@@ -83,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[256, 512, 1024, 2048], help="attention plot")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    loss_curve(args.run or newest_finished_run(REPO / "logs" / "train" / "runs"), args.out / "loss_curve.png")
+    run = args.run or newest_finished_run(REPO / "logs" / "train" / "runs")
+    loss_curve(run, args.out / "loss_curve.png")
     attention_plot(args.out / "attention.png", args.seq_lens)
+    demo_screenshot(run, args.out / "demo.png")
     return 0
 
 

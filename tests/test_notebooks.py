@@ -64,7 +64,11 @@ def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
     cmd = [sys.executable, str(script), "--run", cfg.paths.output_dir, "--out", str(out), "--seq-lens", "32", "64"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("loss_curve.png", "attention.png"):
+    sys.path.insert(0, str(script.parent))
+    import demo_screenshot  # scripts/demo_screenshot.py
+
+    names = ["loss_curve.png", "attention.png"] + (["demo.png"] if demo_screenshot.chromium() else [])
+    for name in names:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     missing = subprocess.run([sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode != 0 and "has no CSV log" in missing.stderr

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from santacoder.completion import FILL_MARKER
 from santacoder.errors import ConfigError
 from santacoder.interop.loading import DTYPES
 
@@ -111,9 +112,6 @@ def run_convert(args: argparse.Namespace) -> int:
     if tokenizer is None:
         print("note: no tokenizer written; pass --tokenizer path/to/tokenizer.json to include one", file=sys.stderr)
     return 0
-
-
-FILL_MARKER = "<FILL-HERE>"  # as in the SantaCoder demo
 
 
 def _add_model_and_sampling(parser: argparse.ArgumentParser) -> None:
@@ -224,12 +222,33 @@ def run_infill(args: argparse.Namespace) -> int:
     return _stream(stream_generate(model, tokenizer, ids, max_new_tokens, **sampling))
 
 
+def add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help=f"a playground in the browser: continue code, or fill {FILL_MARKER}")
+    parser.add_argument("model", help="a run directory, a .ckpt, a Hugging Face directory or a Megatron-LM checkpoint")
+    parser.add_argument("--tokenizer", help="tokenizer.json (default: the one the model carries or has beside it)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: this one)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        from santacoder.demo import build_app, launch
+    except ImportError as e:
+        raise ConfigError(f"the demo needs gradio ({e}); install it with: pip install 'santacoder[demo]'") from None
+    model, tokenizer = _model_and_tokenizer(args)
+    print(f"SantaCoder playground on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    launch(build_app(model, tokenizer), host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="santacoder", description="SantaCoder-style code models: inspect, convert, generate and infill."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_info, add_convert, add_generate, add_infill):
+    for add in (add_info, add_convert, add_generate, add_infill, add_demo):
         add(subparsers)
     return parser
 

@@ -16,6 +16,7 @@ from santacoder.model import GPT
 from santacoder.tokenizer import CodeTokenizer
 
 INFILL_MODES = ("psm", "spm")
+FILL_MARKER = "<FILL-HERE>"  # where the gap is, in the CLI's files and the demo's code box (as in the SantaCoder demo)
 
 
 def stream_generate(

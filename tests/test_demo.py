@@ -1,0 +1,115 @@
+"""The playground (santacoder demo): its functions called directly, the running app driven through
+gradio_client, and a real headless browser (the OS's Chromium through Playwright) typing into it."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from santacoder import GPT, GPTConfig, complete, infill
+from santacoder.demo import Playground, build_app, launch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import demo_screenshot  # noqa: E402 (scripts/demo_screenshot.py)
+
+SAMPLING = dict(max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0)
+GAP = "def add(a, b):\n    <FILL-HERE>\n    return c\n"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=512, n_positions=128, n_embd=32, n_layer=1, n_head=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def playground(model, tokenizer):
+    return Playground(model, tokenizer)
+
+
+def final(playground, code, **overrides):
+    outputs = list(playground.stream(code, **{**SAMPLING, **overrides}))
+    return outputs, outputs[-1]
+
+
+def test_completion_streams_and_ends_with_what_complete_gives(playground, model, tokenizer):
+    outputs, (html, generated, status) = final(playground, "def add(a, b):\n")
+    assert generated == complete(model, tokenizer, "def add(a, b):\n", max_new_tokens=12)
+    assert len(outputs) >= 3 and status.startswith("Done: continued the code")
+    assert [len(o[1]) for o in outputs] == sorted(len(o[1]) for o in outputs)  # the text grows as it streams
+
+
+def test_a_marker_switches_to_infilling_with_the_middle_coloured_between_prefix_and_suffix(
+    playground, model, tokenizer
+):
+    _, (html, generated, status) = final(playground, GAP)
+    assert generated == infill(model, tokenizer, "def add(a, b):\n    ", "\n    return c\n", max_new_tokens=12)
+    assert status.startswith("Done: filled the gap")
+    before, rest = html.split('<span class="sc-generated"', 1)
+    assert before.endswith("def add(a, b):\n    ") and rest.split("</span>", 1)[1].startswith("\n    return c\n")
+
+
+@pytest.mark.parametrize(
+    "code,overrides,message",
+    [
+        ("", {}, "Write some code first"),
+        ("  \n", {}, "Write some code first"),
+        ("a<FILL-HERE>b<FILL-HERE>c", {}, "holds 2 <FILL-HERE> markers"),
+        ("x = 1\n" * 200, {}, "more than the model's context of 128 tokens"),
+        ("x = 1\n", {"max_new_tokens": 0}, "ask for at least 1"),
+    ],
+    ids=["empty", "blank", "two-markers", "too-long", "no-tokens"],
+)
+def test_bad_input_is_a_message_not_an_exception(playground, code, overrides, message):
+    outputs, (html, generated, status) = final(playground, code, **overrides)
+    assert len(outputs) == 1 and html == generated == "" and status.startswith("⚠️") and message in status
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(model, tokenizer):
+    app = launch(build_app(model, tokenizer), port=free_port(), block=False)
+    yield app.local_url
+    app.close()
+
+
+def test_the_running_app_is_scripted_through_its_api_name(running_app, playground):
+    from gradio_client import Client
+
+    client = Client(running_app, verbose=False, download_files=False)
+    assert "/generate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    html, generated, status = client.predict(GAP, 12, 0.0, 1.0, 0, api_name="/generate")
+    assert (html, generated) == final(playground, GAP)[1][:2] and status.startswith("Done")
+    _, _, status = client.predict("", 12, 0.0, 1.0, 0, api_name="/generate")
+    assert "Write some code first" in status
+
+
+@pytest.mark.skipif(
+    demo_screenshot.chromium() is None,
+    reason="no Chromium: `apt-get install chromium` (make test does it when run as root with apt)",
+)
+def test_a_browser_fills_a_gap_and_the_page_fetches_nothing_from_elsewhere(running_app, playground, tmp_path):
+    shown = demo_screenshot.drive(running_app, tmp_path / "demo.png", GAP)
+    # the sliders' defaults: 64 new tokens (half the context), temperature 0.2, top-p 0.95, seed 42
+    expected = final(playground, GAP, max_new_tokens=64, temperature=0.2, top_p=0.95, seed=42)[1][1]
+    assert shown["status"].startswith("Done: filled the gap") and shown["generated"] == expected
+    assert "sc-generated" in shown["output_html"]
+    assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert shown["foreign_requests"] == []  # no CDN, fonts or analytics: the app works offline
+
+
+def test_the_cli_refuses_a_missing_model_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "santacoder.cli", "demo", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.startswith("santacoder demo: error:")
+    assert len(done.stderr.strip().splitlines()) == 1
