@@ -127,7 +127,7 @@ def build_app(model: GPT, tokenizer: CodeTokenizer, title: str = "SantaCoder pla
                                            label="Max new tokens")  # fmt: skip
                 temperature = gr.Slider(0.0, 2.0, value=0.2, step=0.05, label="Temperature (0: greedy)")
                 top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
-                seed = gr.Number(value=42, precision=0, label="Seed")
+                seed = gr.Slider(0, 10_000, value=42, step=1, label="Seed")
         status = gr.Markdown(elem_id="status")
         output = gr.HTML(elem_id="output")
         generated = gr.Textbox(label="Generated text", lines=4, elem_id="generated")
