@@ -28,6 +28,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 EXAMPLE = f'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    {FILL_MARKER}\n    return a\n'
 GENERATED_COLOUR = "#ffd9a0"
+CSS = (
+    ".sc-output { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap; }"
+    " #code textarea { font-family: ui-monospace, monospace; }"
+)
 
 
 class DemoInputError(ValueError):
@@ -108,10 +112,6 @@ def build_app(model: GPT, tokenizer: CodeTokenizer, title: str = "SantaCoder pla
 
     playground = Playground(model, tokenizer)
     limit = model.config.n_positions
-    css = (
-        ".sc-output { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap; }"
-        " #code textarea { font-family: ui-monospace, monospace; }"
-    )
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(
             f"## {title}\n"
@@ -137,7 +137,6 @@ def build_app(model: GPT, tokenizer: CodeTokenizer, title: str = "SantaCoder pla
             outputs=[output, generated, status],
             api_name="generate",
         )
-    app.demo_css = css  # passed to launch() (gradio 6 takes it there)
     return app
 
 
@@ -149,7 +148,7 @@ def launch(app, *, host: str = "127.0.0.1", port: int | None = None, block: bool
         share=False,
         prevent_thread_lock=not block,
         show_error=False,  # messages are the app's own; no tracebacks in the browser
-        css=app.demo_css,
+        css=CSS,  # gradio 6 takes the page's CSS at launch
         quiet=not block,
     )
     return app
