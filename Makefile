@@ -44,7 +44,7 @@ browser: ## Install Chromium from the OS packages for the demo's browser test (r
 		fi; }
 
 bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~4 min on 2 cores)
-	$(BIN)/python scripts/bench/run_all.py $(ARGS)
+	$(BIN)/python -m santacoder.bench $(ARGS)
 
 figures: $(STAMP) ## Redraw docs/figures/ from real runs: make train's loss curve (newest run) and the attention benchmark
 	$(BIN)/python scripts/figures.py $(ARGS)
@@ -56,9 +56,10 @@ lab: $(STAMP) ## Start JupyterLab on notebooks/ with the project's venv as its k
 test-slurm: $(STAMP) ## Train under a throwaway one-machine SLURM (root; apt-installs slurm-wlm): 2 tasks, SIGUSR1, requeue, resume
 	scripts/slurm/test_slurm.sh --train $(ARGS)
 
-lint: $(STAMP) ## Check style with ruff
+lint: $(STAMP) ## Check style with ruff, and the package's layers with import-linter (contracts in pyproject.toml)
 	$(BIN)/ruff check src tests scripts train.py eval.py
 	$(BIN)/ruff format --check src tests scripts train.py eval.py
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix src tests scripts train.py eval.py

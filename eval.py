@@ -5,8 +5,8 @@ from pathlib import Path
 
 import hydra
 
-from santacoder.evaluation.evaluate import main as eval_main
-from santacoder.hydra_setup import setup_hydra
+from santacoder.conf.resolvers import setup_hydra
+from santacoder.evaluation.task import main as eval_main
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 setup_hydra()

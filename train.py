@@ -5,8 +5,8 @@ from pathlib import Path
 
 import hydra
 
-from santacoder.hydra_setup import setup_hydra
-from santacoder.train import main as train_main
+from santacoder.conf.resolvers import setup_hydra
+from santacoder.training.task import main as train_main
 
 # configs/paths/default.yaml puts data/ and logs/ under PROJECT_ROOT: this repository unless set
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))

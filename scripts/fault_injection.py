@@ -26,12 +26,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from santacoder.checkpoints.storage import TMP_SUFFIX, read_checkpoint
+from santacoder.data.corpus import default_source
 
-from santacoder.checkpoint import read_checkpoint  # noqa: E402
-from santacoder.checkpoint_io import TMP_SUFFIX  # noqa: E402
-from santacoder.data.corpus import default_source  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL_MODULES = ("colorsys", "bisect", "keyword", "this", "glob", "fnmatch", "stat", "token", "abc", "nturl2path",
                  "opcode", "sched")  # fmt: skip

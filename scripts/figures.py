@@ -6,9 +6,9 @@
 - ``loss_curve.png``: training and validation loss of a ``make train`` run (the newest finished run under
   ``logs/train/runs`` unless ``--run`` names one), from its CSV log;
 - ``attention.png``: attention forward + backward time and peak memory against sequence length per backend,
-  measured now by ``scripts/bench/attention.py``'s ``measure`` on this machine;
+  measured now by ``santacoder.bench.attention.measure`` on this machine;
 - ``demo.png``: the playground (``santacoder demo``) serving that run's model, after filling a gap, in headless
-  Chromium (``scripts/demo_screenshot.py``; skipped, with the reason, where the OS has no Chromium).
+  Chromium (``santacoder.bench.browser``; skipped, with the reason, where the OS has no Chromium).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts" / "bench"))
-sys.path.insert(0, str(REPO / "scripts"))
 DEMO_CODE = 'def read_lines(path):\n    """Return the lines of the file at path."""\n    <FILL-HERE>\n'
 
 
@@ -66,9 +64,10 @@ def loss_curve(run: Path, out: Path) -> None:
 
 
 def attention_plot(out: Path, seq_lens: list[int]) -> None:
-    import attention as attention_bench
     import torch
-    from common import machine
+
+    from santacoder.bench import attention as attention_bench
+    from santacoder.bench.common import machine
 
     torch.set_num_threads(2)
     results = attention_bench.measure(seq_lens, rounds=3)
@@ -81,10 +80,9 @@ def attention_plot(out: Path, seq_lens: list[int]) -> None:
 
 
 def demo_screenshot(run: Path, out: Path) -> None:
-    import demo_screenshot as browser
-
     from santacoder import load, load_tokenizer
-    from santacoder.demo import build_app, launch
+    from santacoder.bench import browser
+    from santacoder.inference.demo import build_app, launch
 
     if browser.chromium() is None:
         print(f"skipped {out.name}: no Chromium (apt-get install chromium)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure a short real training run through the project's own code path (Hydra config -> santacoder.train):
+"""Measure a short real training run through the project's own code path (Hydra config -> santacoder.training.task):
 tokens/s, TFLOP/s and MFU per device, peak GPU memory, final loss and fp16 loss scaling, written as JSON.
 
     python scripts/gpu_measure.py --precision 16-mixed --attn-impl xformers --out m.json       # santacoder-1b
@@ -14,7 +14,6 @@ real 1.1B model's. Exit status 1 (and ``"status": "error"`` in the JSON) when th
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 STDLIB_PACKAGES = ("json", "email", "logging", "http", "asyncio", "unittest", "collections", "importlib", "xml")
 VAL_FRACTIONS = (0.02, 0.05, 0.1, 0.2)
 CHARS_PER_TOKEN = 5.0  # a pessimistic guess for a code BPE (typically 3-4): fewer tokens than really come out
-METRICS = {  # JSON key: metric name returned by santacoder.train.train
+METRICS = {  # JSON key: metric name returned by santacoder.training.task.train
     "tokens_per_sec": "train/tokens_per_sec",
     "device_tokens_per_sec": "train/device/tokens_per_sec",
     "tflops_per_sec": "train/device/tflops_per_sec",
@@ -64,12 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 2:
         p.error("--steps must be at least 2 (throughput is averaged over a window of batches)")
     return args
-
-
-def ensure_importable() -> None:
-    """The project is used from ``src`` (PYTHONPATH); fall back to this checkout's ``src`` when it is not set."""
-    if importlib.util.find_spec("santacoder") is None:
-        sys.path.insert(0, str(REPO / "src"))
 
 
 def prepare_corpus(data_dir: Path) -> Path:
@@ -153,21 +146,10 @@ def build_overrides(args: argparse.Namespace, corpus: Path, val_fraction: float)
 
 
 def compose(overrides: list[str], output_dir: Path, data_dir: Path):
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
+    """configs/train.yaml with ``overrides``, writing into ``output_dir`` (no Hydra run here)."""
+    import santacoder
 
-    from santacoder.hydra_setup import setup_hydra
-
-    setup_hydra()
-    GlobalHydra.instance().clear()
-    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = hydra.compose("train", overrides=overrides)
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):  # no Hydra run here: its output directory does not exist
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(data_dir)
-    return cfg
+    return santacoder.compose([*overrides, f"paths.data_dir={data_dir}"], output_dir=output_dir, resolve=False)
 
 
 def versions() -> dict:
@@ -193,7 +175,7 @@ def versions() -> dict:
 def measure(args: argparse.Namespace, result: dict) -> None:
     import torch
 
-    from santacoder.train import train
+    from santacoder.training.task import train
 
     data_dir = args.data_dir.resolve()
     t0 = time.perf_counter()
@@ -245,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PROJECT_ROOT", str(REPO))
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ensure_importable()
     result: dict = {
         "preset": args.preset,
         "device": args.device,

@@ -12,9 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import run_overrides  # tests/run_overrides.py
+from santacoder.conf.resolvers import setup_hydra
 from santacoder.data.corpus import default_source
-from santacoder.hydra_setup import setup_hydra
-from santacoder.tokenizer import CodeTokenizer, train_tokenizer
+from santacoder.text.tokenizer import CodeTokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))

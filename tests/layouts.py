@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 
-from santacoder.model import GPT
+from santacoder import GPT
 
 # Odd sizes on purpose: 5 heads of 12, an MLP that is not 4 * n_embd, a vocabulary that is no power of two.
 TINY = dict(vocab_size=131, n_positions=37, n_embd=60, n_layer=2, n_head=5, n_inner=100)

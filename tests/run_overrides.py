@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 import santacoder
-from santacoder.train import build
+from santacoder.conf import build
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA_YAML = CONFIGS / "data" / "code.yaml"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from santacoder.attention import auto_backend, causal_attention, xformers_unsupported_reason
+from santacoder.model.attention import auto_backend, causal_attention, xformers_unsupported_reason
 
 BACKENDS = ("math", "sdpa")
 
@@ -116,7 +116,7 @@ def test_xformers_wrapper_layout_on_cpu(monkeypatch, tq, tk):
         return _naive(q.transpose(1, 2), k.transpose(1, 2)[:, :1], v.transpose(1, 2)[:, :1]).transpose(1, 2)
 
     monkeypatch.setattr(fmha, "memory_efficient_attention", stand_in)
-    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
+    monkeypatch.setattr("santacoder.model.attention.xformers_unsupported_reason", lambda q: None)
     q, k, v = _qkv(1, tq, tk)
     torch.testing.assert_close(causal_attention(q, k, v, impl="xformers"), _naive(q, k, v), atol=1e-5, rtol=1e-5)
 
@@ -135,7 +135,7 @@ def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
         raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
 
     monkeypatch.setattr(fmha, "memory_efficient_attention", no_kernel)
-    monkeypatch.setattr("santacoder.attention._xformers_unsupported", lambda device, dtype, head_dim: None)
+    monkeypatch.setattr("santacoder.model.attention._xformers_unsupported", lambda device, dtype, head_dim: None)
     auto_backend.cache_clear()  # decided again with xformers "available" on this CPU
     try:
         q, k, v = _qkv(1)
@@ -149,7 +149,7 @@ def test_auto_falls_back_to_sdpa_when_xformers_has_no_kernel(monkeypatch):
 
 
 def _padded(n_kv: int, pads: list[int], t: int = 9):
-    from santacoder.attention import padded_causal_mask
+    from santacoder.model.attention import padded_causal_mask
 
     q, k, v = _qkv(n_kv, t, t, b=len(pads))
     key_mask = torch.ones(len(pads), t, dtype=torch.long)
@@ -187,7 +187,7 @@ def test_xformers_wrapper_passes_the_padding_mask_as_an_aligned_bias_on_cpu(monk
         return (scores.softmax(-1) @ v.transpose(1, 2)).transpose(1, 2)
 
     monkeypatch.setattr(fmha, "memory_efficient_attention", stand_in)
-    monkeypatch.setattr("santacoder.attention.xformers_unsupported_reason", lambda q: None)
+    monkeypatch.setattr("santacoder.model.attention.xformers_unsupported_reason", lambda q: None)
     pads = [0, 3, 8]
     q, k, v, mask = _padded(1, pads)
     out = causal_attention(q, k, v, impl="xformers", mask=mask)

@@ -22,13 +22,14 @@ from omegaconf import open_dict
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from helpers_disk import FailingWriter
-from santacoder import ConfigError, checkpoint_io
-from santacoder.checkpoint import read_checkpoint, save_checkpoint
+from santacoder import ConfigError, load
+from santacoder.checkpoints import storage
+from santacoder.checkpoints.layouts.project import save_checkpoint
+from santacoder.checkpoints.storage import read_checkpoint
 from santacoder.data import cache_files, token_store
 from santacoder.data.corpus import Corpus, default_source
 from santacoder.errors import OutOfSpaceError
-from santacoder.interop import load
-from santacoder.train import main, train
+from santacoder.training.task import main, train
 
 TESTS = Path(__file__).resolve().parent
 CODE = (default_source() / "textwrap.py").read_text()  # real Python, ~20 KB
@@ -374,7 +375,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_earlier_ones_and_says_s
         saves.append(path.name)
         return FailingWriter(path, limit=10_000) if len(saves) == 2 else open(path, "wb")
 
-    monkeypatch.setattr(checkpoint_io, "open_for_write", open_for_write)
+    monkeypatch.setattr(storage, "open_for_write", open_for_write)
     cfg = compose_train(*small_run(corpus_dir), "trainer.max_steps=6", "callbacks.run_checkpoint.every_n_train_steps=3")
     with pytest.raises(SystemExit) as info:
         main(cfg)

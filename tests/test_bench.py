@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("bench") / "results.md"
-    cmd = [sys.executable, str(REPO / "scripts" / "bench" / "run_all.py"), "--smoke", "--out", str(out)]
+    cmd = [sys.executable, "-m", "santacoder.bench", "--smoke", "--no-compile", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out.read_text()

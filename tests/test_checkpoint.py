@@ -10,8 +10,10 @@ from torch.utils.data import DataLoader
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError, GPTConfig, load, read_checkpoint_config
-from santacoder.checkpoint import FORMAT_VERSION, read_checkpoint, read_meta, save_checkpoint
-from santacoder.lit_module import SantaCoderLitModule
+from santacoder.checkpoints.format import FORMAT_VERSION, read_meta
+from santacoder.checkpoints.layouts.project import save_checkpoint
+from santacoder.checkpoints.storage import read_checkpoint
+from santacoder.training.module import SantaCoderLitModule
 
 # Written by the code of commit 5cb447f (tests/data/write_format0_checkpoint.py): hyper_parameters['config']
 # holds attn_impl='xformers' and only the fields it was given; 'wandb_run_id' at the top level; no version.

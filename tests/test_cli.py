@@ -20,9 +20,10 @@ from layouts import (  # tests/layouts.py, shared with test_interop.py
     write_megatron,
     write_santacoder,
 )
+from santacoder.checkpoints.layouts.project import save_checkpoint
+from santacoder.checkpoints.loading import load
 from santacoder.cli import main
-from santacoder.interop import load, save_checkpoint
-from santacoder.tokenizer import train_tokenizer
+from santacoder.text.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")

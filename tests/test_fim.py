@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from santacoder.fim import fim_layout, fim_sample, fim_segment, undo_fim_segment
+from santacoder.text.fim import fim_layout, fim_sample, fim_segment, undo_fim_segment
 
 
 def segments(ids: list[int], eod: int) -> list[list[int]]:

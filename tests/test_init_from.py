@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import GPT, ConfigError, GPTConfig, save_hf
-from santacoder.train import train
+from santacoder.training.task import train
 
 
 def overrides(corpus_dir, init_from, *extra: str) -> list[str]:

@@ -39,18 +39,12 @@ from layouts import (
     write_megatron,
     write_santacoder,
 )
+from santacoder import GPT, GPTConfig
+from santacoder.checkpoints.layouts.project import save_checkpoint
+from santacoder.checkpoints.loading import convert, inspect_checkpoint, load, read_checkpoint_config, save_hf
+from santacoder.checkpoints.safe_load import safe_torch_load
 from santacoder.errors import ConfigError
-from santacoder.interop import (
-    convert,
-    inspect_checkpoint,
-    load,
-    read_checkpoint_config,
-    safe_torch_load,
-    save_checkpoint,
-    save_hf,
-)
-from santacoder.model import GPT, GPTConfig
-from santacoder.tokenizer import train_tokenizer
+from santacoder.text.tokenizer import train_tokenizer
 
 # --- fixtures --------------------------------------------------------------------------------------------
 
@@ -213,7 +207,7 @@ def test_save_hf_round_trip(tmp_path, multi_query, small_tokenizer):
 
 
 def test_convert_to_lightning_checkpoint(mqa_model, tmp_path):
-    from santacoder.lit_module import SantaCoderLitModule
+    from santacoder.training.module import SantaCoderLitModule
 
     root = write_megatron(mqa_model, tmp_path / "save")
     ckpt = convert(root, f"{tmp_path / 'out'}/", to="ckpt")  # a directory: out/model.ckpt
@@ -228,7 +222,7 @@ def test_convert_to_lightning_checkpoint(mqa_model, tmp_path):
 def test_trainer_checkpoint_loads_weights_only(tmp_path):
     import lightning as L
 
-    from santacoder.lit_module import SantaCoderLitModule
+    from santacoder.training.module import SantaCoderLitModule
 
     config = dict(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=2, multi_query=True)
     module = SantaCoderLitModule(config, **run_overrides.training_options())

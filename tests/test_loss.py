@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from santacoder import GPT, GPTConfig
-from santacoder.loss import IGNORE_INDEX, linear_cross_entropy
+from santacoder.model.loss import IGNORE_INDEX, linear_cross_entropy
 
 N, C, V = 300, 32, 500  # 300 tokens: chunks of 64 leave a short last chunk
 ON_GPU_TOO = [

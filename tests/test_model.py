@@ -77,7 +77,7 @@ def test_config_from_a_stored_dict():
 
 @pytest.mark.parametrize("multi_query", [True, False])
 def test_kv_cache_decoding_matches_full_forward(multi_query):
-    from santacoder.kv_cache import KVCache
+    from santacoder.model.kv_cache import KVCache
 
     torch.manual_seed(0)
     model = GPT(tiny(multi_query=multi_query), attn_impl="sdpa").eval()

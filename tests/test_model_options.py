@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from santacoder.lit_module import SantaCoderLitModule
+from santacoder.training.module import SantaCoderLitModule
 
 CONFIG = dict(
     vocab_size=101,

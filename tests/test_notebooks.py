@@ -53,7 +53,7 @@ def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
     import sys
 
     import run_overrides
-    from santacoder.train import train
+    from santacoder.training.task import train
 
     cfg = compose_train(*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "trainer.max_steps=20",
                         "trainer.val_check_interval=10", "trainer.log_every_n_steps=2", "model.config.n_layer=1",
@@ -64,10 +64,9 @@ def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
     cmd = [sys.executable, str(script), "--run", cfg.paths.output_dir, "--out", str(out), "--seq-lens", "32", "64"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    sys.path.insert(0, str(script.parent))
-    import demo_screenshot  # scripts/demo_screenshot.py
+    from santacoder.bench import browser
 
-    names = ["loss_curve.png", "attention.png"] + (["demo.png"] if demo_screenshot.chromium() else [])
+    names = ["loss_curve.png", "attention.png"] + (["demo.png"] if browser.chromium() else [])
     for name in names:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     missing = subprocess.run([sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True)

@@ -18,11 +18,13 @@ from omegaconf import open_dict
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from helpers_disk import FailingWriter
-from santacoder import ConfigError, checkpoint_io
-from santacoder.callbacks import NonFiniteLossError
-from santacoder.checkpoint import read_checkpoint
+from santacoder import ConfigError
+from santacoder.checkpoints import discovery, storage
+from santacoder.checkpoints.storage import read_checkpoint
 from santacoder.data.corpus import default_source
-from santacoder.train import train
+from santacoder.training.callbacks import NonFiniteLossError
+from santacoder.training.checkpoint_io import AtomicCheckpointIO
+from santacoder.training.task import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -128,7 +130,7 @@ def test_a_save_that_fails_mid_write_leaves_the_previous_last_ckpt(compose_train
             saves.append(path.with_name(path.name.split(".ckpt")[0] + ".ckpt"))
             return FailingWriter(path, limit=50_000) if len(saves) == 3 else open(path, "wb")
 
-        monkeypatch.setattr(checkpoint_io, "open_for_write", open_for_write)
+        monkeypatch.setattr(storage, "open_for_write", open_for_write)
         cfg = compose_train(*overrides(small_corpus, "trainer.max_steps=30"))
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)
@@ -154,7 +156,7 @@ def test_leftovers_of_a_killed_save_are_removed_at_start(compose_train, small_co
     cfg = compose_train(*overrides(small_corpus, "trainer.max_steps=2"))
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     checkpoints.mkdir(parents=True)
-    leftover = checkpoints / f".last.ckpt.12345{checkpoint_io.TMP_SUFFIX}"
+    leftover = checkpoints / f".last.ckpt.12345{storage.TMP_SUFFIX}"
     leftover.write_bytes(b"\0" * 1000)
     train(cfg)
     assert not leftover.exists() and (checkpoints / "last.ckpt").is_file()
@@ -195,9 +197,9 @@ def test_ckpt_path_is_loaded_weights_only_whatever_the_environment(tmp_path, mon
     torch.save({"state_dict": {}, "hyper_parameters": {"config": {}}, "x": Exploit()}, crafted)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(ConfigError, match="refusing"):
-        checkpoint_io.resolve_resume(str(crafted), tmp_path)
+        discovery.resolve_resume(str(crafted), tmp_path)
     with pytest.raises(ConfigError):
-        checkpoint_io.AtomicCheckpointIO().load_checkpoint(crafted)
+        AtomicCheckpointIO().load_checkpoint(crafted)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -226,7 +228,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_run_ids_of_jobs_started_together_differ():
-    code = "from santacoder.launch import run_id; print(run_id())"
+    code = "from santacoder.conf.run_ids import run_id; print(run_id())"
     clean = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "SANTACODER_RUN_ID")}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=clean)
              for _ in range(4)]  # fmt: skip

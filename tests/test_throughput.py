@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from santacoder.model import GPTConfig
-from santacoder.throughput import analytic_flops_per_token, measured_flops_per_batch, peak_flops
+from santacoder import GPTConfig
+from santacoder.training.flops import analytic_flops_per_token, measured_flops_per_batch, peak_flops
 
 
 # The README promises agreement within 0.05% for the 1.1B model at 2048 tokens (measured: 0.042%). The estimate
@@ -23,7 +23,7 @@ def test_santacoder_flops_per_token():
 
 
 def test_peak_flops_fallback_for_chips_lightning_misses(monkeypatch):
-    monkeypatch.setattr("santacoder.throughput.get_available_flops", lambda device, dtype: None)
+    monkeypatch.setattr("santacoder.training.flops.get_available_flops", lambda device, dtype: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     peak, source = peak_flops(torch.device("cuda"), torch.bfloat16)
     assert peak == 989e12 and "fallback table for NVIDIA H200" in source

@@ -14,15 +14,15 @@ from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
-from santacoder.lit_module import SantaCoderLitModule
-from santacoder.train import train
+from santacoder.training.module import SantaCoderLitModule
+from santacoder.training.task import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def module_flops_per_token(cfg) -> float:
-    from santacoder.model import GPTConfig
-    from santacoder.throughput import measured_flops_per_batch
+    from santacoder import GPTConfig
+    from santacoder.training.flops import measured_flops_per_batch
 
     fields = dict(cfg.model.config)
     return measured_flops_per_batch(GPTConfig(**fields), 1, cfg.data.seq_len) / cfg.data.seq_len

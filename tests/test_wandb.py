@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("wandb", reason="W&B is not installed (scripts/gpu_check runs on nodes without it)")
 
 import run_overrides  # noqa: E402 (tests/run_overrides.py; pytest puts tests/ on sys.path)
-from santacoder.train import train  # noqa: E402
+from santacoder.training.task import train  # noqa: E402
 from wandb_records import config, history, run_id  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -1,21 +1,41 @@
-"""Train SantaCoder-style code models: GPT-2 with multi-query attention and fill-in-the-middle."""
+"""Train SantaCoder-style code models: GPT-2 with multi-query attention and fill-in-the-middle.
 
-from santacoder.completion import complete, infill, stream_generate
-from santacoder.configs import compose
-from santacoder.errors import ConfigError
-from santacoder.generation import generate
-from santacoder.interop import load, read_checkpoint_config, save_hf
-from santacoder.kv_cache import KVCache
-from santacoder.model import GPT, GPTConfig
-from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
+The public API is ``santacoder.api``'s, re-exported here. The package is arranged in layers, each importing only
+those below it (checked by ``make lint``): ``errors``, ``config`` -> ``conf``, ``text`` -> ``model`` ->
+``data``, ``checkpoints``, ``inference`` -> ``training`` -> ``evaluation`` -> ``bench`` -> ``api``, ``cli``.
+"""
+
+from santacoder import legacy_paths
+from santacoder.api import (
+    GPT,
+    LLM,
+    CodeTokenizer,
+    ConfigError,
+    FIMTokens,
+    GPTConfig,
+    KVCache,
+    complete,
+    compose,
+    generate,
+    infill,
+    load,
+    load_tokenizer,
+    read_checkpoint_config,
+    save_hf,
+    stream_generate,
+    train_tokenizer,
+)
+
+legacy_paths.install()  # run directories and checkpoints from before the layers name old module paths
 
 __all__ = [
     "GPT",
-    "GPTConfig",
+    "LLM",
     "CodeTokenizer",
-    "KVCache",
     "ConfigError",
     "FIMTokens",
+    "GPTConfig",
+    "KVCache",
     "complete",
     "compose",
     "generate",

@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from santacoder.completion import FILL_MARKER
+from santacoder.checkpoints.loading import DTYPES, convert, inspect_checkpoint, load, load_tokenizer
 from santacoder.errors import ConfigError
-from santacoder.interop.loading import DTYPES
+from santacoder.inference.completion import FILL_MARKER, infill_prompt, stream_generate
 
 
 def add_info(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +36,6 @@ def add_info(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from santacoder.interop import inspect_checkpoint
-
     info = inspect_checkpoint(args.path)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
@@ -88,8 +86,6 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
 def _source_tokenizer(source: Path):
     """The tokenizer the source has: a tokenizer.json beside a Hugging Face model, or the one a checkpoint of
     this project carries (Megatron-LM checkpoints have none)."""
-    from santacoder.tokenizer import load_tokenizer
-
     directory = source if source.is_dir() else source.parent
     if (directory / "tokenizer.json").is_file():
         try:
@@ -104,8 +100,6 @@ def _source_tokenizer(source: Path):
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from santacoder.interop import convert
-
     tokenizer = args.tokenizer if args.tokenizer is not None else _source_tokenizer(Path(args.source))
     written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype, force=args.force)
     print(f"wrote {written}")
@@ -146,8 +140,6 @@ def add_infill(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_and_tokenizer(args: argparse.Namespace):
-    from santacoder import load, load_tokenizer
-
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     return load(args.model, device=args.device), tokenizer
 
@@ -182,8 +174,6 @@ def _stream(pieces) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from santacoder.completion import stream_generate
-
     prompt = args.prompt if args.prompt is not None else _read(args.file)
     if not prompt:
         raise ConfigError("the prompt is empty: give the code to continue")
@@ -205,8 +195,6 @@ def split_at_marker(text: str) -> tuple[str, str]:
 
 
 def run_infill(args: argparse.Namespace) -> int:
-    from santacoder.completion import infill_prompt, stream_generate
-
     if args.file is not None:
         if args.prefix is not None or args.suffix is not None:
             raise ConfigError("give either --file or --prefix/--suffix, not both")
@@ -233,8 +221,8 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    try:
-        from santacoder.demo import build_app, launch
+    try:  # gradio is an optional extra: imported only when the demo is asked for
+        from santacoder.inference.demo import build_app, launch
     except ImportError as e:
         raise ConfigError(f"the demo needs gradio ({e}); install it with: pip install 'santacoder[demo]'") from None
     model, tokenizer = _model_and_tokenizer(args)

@@ -14,7 +14,6 @@ import tempfile
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-
 from santacoder.lit_module import SantaCoderLitModule
 
 torch.manual_seed(0)

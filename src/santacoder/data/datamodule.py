@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -23,12 +24,19 @@ from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores, store_problem
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
-from santacoder.interrupts import ignore_in_worker
-from santacoder.tokenizer import CodeTokenizer, FIMTokens, load_tokenizer, train_tokenizer
+from santacoder.text.tokenizer import CodeTokenizer, FIMTokens, train_tokenizer
 
 log = logging.getLogger(__name__)
 
 FIM_TOKEN_STYLES = {"santacoder": FIMTokens(), "starcoder": FIMTokens.starcoder()}
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of the data loaders. SLURM and a terminal signal the whole process group, but stopping is
+    the main process's decision (``santacoder.training.signals``): it finishes the batch, saves, then shuts its
+    workers down."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class CodeDataModule(L.LightningDataModule):
@@ -178,7 +186,7 @@ class CodeDataModule(L.LightningDataModule):
     def _load_tokenizer(self) -> CodeTokenizer:
         """The tokenizer file, read once per process (the vocabulary check, prepare_data and setup share it)."""
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self._tokenizer_file(), self.fim_tokens)
+            self.tokenizer = CodeTokenizer.from_file(self._tokenizer_file(), self.fim_tokens)
         return self.tokenizer
 
     def prepare_data(self) -> None:
@@ -278,7 +286,7 @@ class CodeDataModule(L.LightningDataModule):
             # its own generator (for worker seeds): drawing from torch's global one would shift the dropout
             # masks of training steps by every loader created, differently in a resumed run
             generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=ignore_in_worker,  # SIGTERM/SIGINT/SIGUSR1 are the main process's to handle
+            worker_init_fn=ignore_stop_signals,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,

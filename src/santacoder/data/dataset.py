@@ -7,9 +7,9 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from santacoder.data.token_store import TokenStore
-from santacoder.fim import fim_sample
-from santacoder.loss import IGNORE_INDEX
-from santacoder.tokenizer import CodeTokenizer
+from santacoder.model.loss import IGNORE_INDEX
+from santacoder.text.fim import fim_sample
+from santacoder.text.tokenizer import CodeTokenizer
 
 
 class PackedFIMDataset(Dataset):

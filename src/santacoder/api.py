@@ -1,0 +1,102 @@
+"""The public facade: what ``import santacoder`` offers, re-exported by ``santacoder/__init__.py``.
+
+    llm = santacoder.LLM.load("logs/train/runs/<run>")          # any checkpoint layout; its tokenizer with it
+    llm.complete("def fibonacci(n):\n")
+    llm.infill("def add(a, b):\n    ", "\n    return c\n")
+
+The functions underneath (``load``, ``load_tokenizer``, ``generate``, ``complete``, ``infill``, ...) are here too,
+for code that keeps model and tokenizer apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from santacoder.checkpoints.loading import load, load_tokenizer, read_checkpoint_config, save_hf
+from santacoder.conf.compose import compose
+from santacoder.config import GPTConfig
+from santacoder.errors import ConfigError
+from santacoder.inference.completion import complete, infill, stream_generate
+from santacoder.inference.generation import generate
+from santacoder.model.gpt import GPT
+from santacoder.model.kv_cache import KVCache
+from santacoder.text.tokenizer import CodeTokenizer, FIMTokens, train_tokenizer
+
+__all__ = [
+    "GPT",
+    "LLM",
+    "CodeTokenizer",
+    "ConfigError",
+    "FIMTokens",
+    "GPTConfig",
+    "KVCache",
+    "complete",
+    "compose",
+    "generate",
+    "infill",
+    "load",
+    "load_tokenizer",
+    "read_checkpoint_config",
+    "save_hf",
+    "stream_generate",
+    "train_tokenizer",
+]
+
+
+class LLM:
+    """A model and its tokenizer, used together: text in, text out.
+
+    ``sampling`` keywords of every method: ``max_new_tokens``, ``temperature`` (0: greedy, the default), ``top_k``,
+    ``top_p``, ``seed`` and ``stop`` strings (see ``santacoder.inference.completion``).
+    """
+
+    def __init__(self, model: GPT, tokenizer: CodeTokenizer):
+        if len(tokenizer) > model.config.vocab_size:
+            raise ConfigError(
+                f"tokenizer {tokenizer.source} has {len(tokenizer)} tokens but the model's vocab_size is "
+                f"{model.config.vocab_size}; they do not belong together"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        tokenizer: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str | None = None,
+        attn_impl: str = "auto",
+    ) -> LLM:
+        """The model at ``path`` (a run directory, a ``.ckpt``, a Hugging Face or Megatron-LM checkpoint: see
+        ``load``) with ``tokenizer`` (default: the one the checkpoint carries or has beside it)."""
+        model = load(path, device=device, dtype=dtype, attn_impl=attn_impl)
+        return cls(model, load_tokenizer(tokenizer if tokenizer is not None else path))
+
+    def complete(self, prompt: str, **sampling) -> str:
+        """The continuation of ``prompt``, up to ``<|endoftext|>`` or a ``stop`` string."""
+        return complete(self.model, self.tokenizer, prompt, **sampling)
+
+    def infill(self, prefix: str, suffix: str, *, mode: str = "psm", **sampling) -> str:
+        """The middle between ``prefix`` and ``suffix`` (fill-in-the-middle, PSM or SPM prompt)."""
+        return infill(self.model, self.tokenizer, prefix, suffix, mode=mode, **sampling)
+
+    def stream(self, prompt: str, **sampling) -> Iterator[str]:
+        """The continuation of ``prompt`` piece by piece, as it is produced."""
+        return stream_generate(self.model, self.tokenizer, prompt, **sampling)
+
+    def save_hf(self, out_dir: str | Path) -> Path:
+        """A transformers GPTBigCode directory with the tokenizer beside the weights (see ``save_hf``)."""
+        return save_hf(self.model, out_dir, tokenizer=self.tokenizer)
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return (
+            f"LLM({self.model.num_params():,} parameters, {c.n_layer} layers x {c.n_embd}, "
+            f"{'multi-query' if c.multi_query else 'multi-head'}, {len(self.tokenizer)} tokens, "
+            f"on {next(self.model.parameters()).device})"
+        )

@@ -1,0 +1,126 @@
+"""Which checkpoint file a path or ``ckpt_path`` stands for: the ``.ckpt`` files of a run directory newest first,
+the newest one that reads and matches its checksum, and the refusals of files that cannot continue a run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from santacoder.checkpoints.storage import read_checkpoint
+from santacoder.config import SHAPE_FIELDS
+from santacoder.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def is_resumable(checkpoint: dict) -> bool:
+    """A training state (optimizer, schedule, step), not the weights alone that ``convert`` writes."""
+    return "optimizer_states" in checkpoint and "loops" in checkpoint
+
+
+def _is_good(path: Path) -> bool:
+    try:
+        checkpoint = read_checkpoint(path, check_contents=True)
+    except ConfigError as e:
+        log.warning("skipping %s: %s", path, e)
+        return False
+    return is_resumable(checkpoint)
+
+
+def checkpoints_in(directory: Path) -> list[Path]:
+    """The ``.ckpt`` files of a directory, newest first (by modification time, ``last.ckpt`` first on a tie)."""
+    files = [p for p in directory.glob("*.ckpt") if p.is_file()]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
+
+
+def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None) -> Path | None:
+    """The newest checkpoint of ``directory`` that reads, matches its checksum and can be resumed, or None."""
+    for path in checkpoints_in(Path(directory)):
+        if path != exclude and _is_good(path):
+            return path
+    return None
+
+
+def checkpoint_dir(run_or_dir: Path) -> Path:
+    """A run directory's ``checkpoints/``, or the directory itself when it holds checkpoints directly."""
+    return run_or_dir / "checkpoints" if (run_or_dir / "checkpoints").is_dir() else run_or_dir
+
+
+def resolve_resume(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+    """The verified checkpoint file that ``ckpt_path`` names, or None to start from scratch.
+
+    ``last``: the newest good checkpoint of this run's own directory (none yet: a new run, e.g. a SLURM job's
+    first start); a run directory or a checkpoint directory: its newest good checkpoint; a file: that file.
+    A damaged or unreadable file is refused with one line naming the newest good one beside it.
+    """
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        found = newest_good_checkpoint(checkpoint_dir(Path(output_dir)))
+        if found is None:
+            log.info("ckpt_path=last: no checkpoint in %s yet, starting a new run", output_dir)
+        else:
+            log.info("ckpt_path=last: resuming from %s", found)
+        return found
+    path = Path(ckpt_path)
+    if path.is_dir():
+        found = newest_good_checkpoint(checkpoint_dir(path))
+        if found is None:
+            raise ConfigError(f"ckpt_path={str(ckpt_path)!r} holds no readable checkpoint (*.ckpt)")
+        log.info("resuming from %s, the newest good checkpoint of %s", found, path)
+        return found
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} is not a file or directory; give a checkpoint or run directory of an "
+            "earlier run, or ckpt_path=last"
+        )
+    try:
+        read_checkpoint(path, check_contents=True)
+    except ConfigError as e:
+        good = newest_good_checkpoint(path.parent, exclude=path)
+        hint = (
+            f"resume from ckpt_path={str(good)!r}, the newest good checkpoint beside it"
+            if good
+            else ("no other checkpoint beside it is readable")
+        )
+        raise ConfigError(f"refusing to resume: {e}; {hint}") from None
+    return path
+
+
+def refuse_unresumable(path: Path, model_config: dict) -> None:
+    """A checkpoint that cannot continue this run stops it in one line before any work: weights without the
+    optimizer, schedule and step (``convert``, ``save_checkpoint``), or a model of another shape."""
+    checkpoint = read_checkpoint(path)
+    if not is_resumable(checkpoint):
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} holds weights only (no optimizer, schedule or step to resume from); start a "
+            f"new run from these weights with model.init_from={str(path)!r} instead"
+        )
+    saved = checkpoint["hyper_parameters"].get("config", {})
+    differ = [f for f in SHAPE_FIELDS if f in saved and saved[f] != model_config.get(f)]
+    if differ:
+        theirs = " ".join(f"model.config.{f}={saved[f]}" for f in differ)
+        ours = ", ".join(f"{f}={model_config.get(f)}" for f in differ)
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} holds a model of another shape than this run's ({ours}); resume with the "
+            f"model settings of the run that wrote it ({theirs}), or start a new run from its weights with "
+            "model.init_from"
+        )
+
+
+def model_file(path: str | Path) -> Path:
+    """The checkpoint file a run directory or checkpoint directory stands for: its ``last.ckpt``, else its
+    newest readable ``.ckpt``; any other path as it is."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    directory = checkpoint_dir(path)
+    if (directory / "last.ckpt").is_file():
+        return directory / "last.ckpt"
+    for candidate in checkpoints_in(directory):
+        try:
+            read_checkpoint(candidate)
+        except ConfigError:
+            continue
+        return candidate
+    raise ConfigError(f"{str(path)!r} holds no readable checkpoint (*.ckpt) and no config.json or tokenizer.json")

@@ -1,0 +1,65 @@
+"""This project's own layout: a Lightning ``.ckpt`` of ``SantaCoderLitModule`` (its format:
+``santacoder.checkpoints.format``), read as a ``Checkpoint`` like the other layouts, and written from a bare ``GPT``
+(weights, config and tokenizer; no optimizer or loop state)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from santacoder.checkpoints.format import (
+    MODEL_PREFIX,
+    attach_tokenizer,
+    model_config,
+    model_weights,
+    seal,
+    stamp,
+)
+from santacoder.checkpoints.layouts.base import WTE, Checkpoint, drop_tied_head
+from santacoder.checkpoints.storage import read_checkpoint, write_atomically
+from santacoder.errors import ConfigError
+from santacoder.model import GPT
+from santacoder.text.tokenizer import CodeTokenizer
+
+LAYOUT = "lightning"
+
+
+def open_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint of a ``.ckpt`` file of this project (the tensors memory-mapped, not read)."""
+    source = f"checkpoint {str(path)!r}"
+    obj = read_checkpoint(path)
+    config = model_config(obj, source)
+    weights = model_weights(obj)
+    wte = weights.get(WTE)
+    dtype = wte.dtype if wte is not None else torch.float32
+    return Checkpoint(LAYOUT, path, config, dtype, lambda: drop_tied_head(dict(weights), source))
+
+
+def save_checkpoint(model: GPT, path: str | Path, tokenizer: CodeTokenizer | None = None) -> Path:
+    """Write ``model`` as a checkpoint of this project (weights and config; no optimizer or loop state).
+
+    ``SantaCoderLitModule.load_from_checkpoint(path)`` rebuilds the module from it (without an optimizer: to
+    train from these weights use ``model.init_from``); ``santacoder.load(path)`` returns the GPT.
+    """
+    if not isinstance(model, GPT):
+        raise ConfigError(f"save_checkpoint expects a santacoder GPT, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # the tied head under both names, stored once (two .cpu() copies of a GPU tensor would be two tensors)
+    state[MODEL_PREFIX + "lm_head.weight"] = state[MODEL_PREFIX + "transformer.wte.weight"]
+    checkpoint = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": version("lightning"),  # Lightning reads it to upgrade old files
+        "state_dict": state,
+        "hyper_parameters": {"config": model.config.to_dict(), "optimizer": None, "scheduler": None},
+    }
+    if tokenizer is not None:
+        attach_tokenizer(checkpoint, tokenizer)
+    stamp(checkpoint)
+    seal(checkpoint)
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
+    return path

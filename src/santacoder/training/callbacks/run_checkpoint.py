@@ -1,0 +1,120 @@
+"""When a run writes its checkpoints: ``last.ckpt`` is always the newest state, ``step_<n>.ckpt`` every N steps.
+
+Saves happen every ``every_n_train_steps`` optimizer steps (``step_<n>.ckpt``, the newest ``keep_last`` kept,
+and ``last.ckpt`` as the same bytes), after each validation, at the end of training, and when a signal stops
+the run (``santacoder.training.signals``). The best checkpoint by validation loss is Lightning's ``ModelCheckpoint``'s
+business (``best_step_<n>.ckpt``); this one never depends on the loss, so resuming from ``last.ckpt`` never
+repeats work. Every file is written atomically (``santacoder.checkpoints.storage``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from santacoder.checkpoints.storage import TMP_SUFFIX, remove_leftovers, write_atomically
+from santacoder.errors import ConfigError
+from santacoder.training.checkpoint_io import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+PERIODIC = re.compile(r"step_(\d+)\.ckpt")
+
+
+class RunCheckpoint(Checkpoint):
+    def __init__(self, *, dirpath: str, every_n_train_steps: int, keep_last: int):
+        if not isinstance(every_n_train_steps, int) or every_n_train_steps < 0:
+            raise ConfigError(
+                f"callbacks.run_checkpoint.every_n_train_steps={every_n_train_steps} must be an integer >= 0 "
+                "(0: no periodic checkpoints; last.ckpt is still written at each validation and on a signal)"
+            )
+        if not isinstance(keep_last, int) or keep_last < 1:
+            raise ConfigError(f"callbacks.run_checkpoint.keep_last={keep_last} must be an integer >= 1")
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self.keep_last = keep_last
+        self._saved_step: int | None = None  # the step of the state last.ckpt holds, written by this process
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / LAST
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            log.warning(
+                "the trainer's checkpoint_io is %s, not AtomicCheckpointIO: a save interrupted mid-write can "
+                "leave a partial file (configs/trainer/default.yaml sets it under plugins)",
+                type(trainer.strategy.checkpoint_io).__name__,
+            )
+        if trainer.is_global_zero:
+            remove_leftovers(self.dirpath)
+
+    # -- when -------------------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
+            self._save(trainer, periodic=True)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # Lightning raises SIGTERMException at a batch boundary on every rank alike: a consistent state to save.
+        # Any other exception may come from the middle of a step, whose state is not worth keeping.
+        if isinstance(exception, SIGTERMException):
+            self._save(trainer)
+            if trainer.is_global_zero:
+                log.warning("saved %s at step %d", self.last_path, trainer.global_step)
+
+    # -- how ----------------------------------------------------------------------------------------------
+
+    def _save(self, trainer, periodic: bool = False) -> None:
+        step = trainer.global_step
+        if trainer.fast_dev_run:
+            return  # a smoke test of the code path, as Lightning's own ModelCheckpoint treats it
+        if step == self._saved_step and not periodic:
+            return  # last.ckpt already holds this state
+        if periodic:
+            path = self.dirpath / f"step_{step:06d}.ckpt"
+            trainer.save_checkpoint(path, weights_only=False)
+            if trainer.is_global_zero:
+                self._link_as_last(path)
+                self._prune()
+        else:
+            trainer.save_checkpoint(self.last_path, weights_only=False)
+        self._saved_step = step
+
+    def _link_as_last(self, path: Path) -> None:
+        """Point last.ckpt at the periodic file's bytes (a hard link, renamed into place: atomic), or copy."""
+        tmp = self.dirpath / f".{LAST}.{os.getpid()}{TMP_SUFFIX}"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(path, tmp)
+        except OSError:  # a filesystem without hard links: the same bytes, written again, atomically
+            with open(path, "rb") as src:
+                write_atomically(self.last_path, lambda f: _copy(src, f))
+            return
+        os.replace(tmp, self.last_path)
+
+    def _prune(self) -> None:
+        periodic = sorted(
+            (int(m.group(1)), p) for p in self.dirpath.glob("step_*.ckpt") if (m := PERIODIC.fullmatch(p.name))
+        )
+        for _, old in periodic[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+
+
+def _copy(src, dst, chunk: int = 64 << 20) -> None:
+    while block := src.read(chunk):
+        dst.write(block)
