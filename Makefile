@@ -27,7 +27,14 @@ install: $(STAMP) ## Create .venv and install the package with its dev tools
 train: $(STAMP) ## Train a tiny SantaCoder with FIM on the Python standard library (CPU, a few minutes)
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) ## Run the test suite CI runs: units and integration tests (not the slow tier)
+	@$(MAKE) -s browser
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-fast: $(STAMP) ## Run the unit tier only, for the edit loop (under 2 minutes on 2 cores)
+	$(BIN)/python -m pytest -m "not slow and not integration" $(ARGS)
+
+test-slow: $(STAMP) ## Run everything, with the slow tier (all 164 HumanEval programs, the compiled benchmark)
 	@$(MAKE) -s browser
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -84,4 +91,4 @@ clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test browser bench figures lab test-slurm lint format clean gpu-wheels
+.PHONY: help install train test test-fast test-slow browser bench figures lab test-slurm lint format clean gpu-wheels

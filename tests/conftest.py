@@ -38,6 +38,8 @@ module.exports = { add };
 """
 LANGUAGES = (".py", ".java", ".js")
 STDLIB_PACKAGES = ("json", "email", "collections", "importlib", "logging", "http")
+SMALL_MODULES = ("colorsys", "bisect", "keyword", "this", "glob", "fnmatch", "stat", "token", "abc", "nturl2path",
+                 "opcode", "sched")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +57,16 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """Twelve small standard-library modules: an epoch of about 50 steps of 16 x 32 tokens, so a run crosses
+    epoch boundaries in seconds."""
+    root = tmp_path_factory.mktemp("small_corpus")
+    for name in SMALL_MODULES:
+        shutil.copy(default_source() / f"{name}.py", root / f"{name}.py")
+    return root
+
+
+@pytest.fixture(scope="session")
 def corpus_texts(corpus_dir) -> list[str]:
     from santacoder.data.corpus import Corpus
 
@@ -64,6 +76,14 @@ def corpus_texts(corpus_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def tokenizer(corpus_texts) -> CodeTokenizer:
     return train_tokenizer(corpus_texts, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def memorised():
+    """A tiny model that knows four HumanEval problems by heart: the positive control of generation and eval."""
+    import helpers_memorised
+
+    return helpers_memorised.memorise()
 
 
 @pytest.fixture()

@@ -1,8 +1,11 @@
 """Callbacks for tests, imported by train.py subprocesses too (tests/ is put on PYTHONPATH): one records each
-rank's sample fingerprints, loss, learning rate, step and epoch of every batch; one poisons the weights."""
+rank's sample fingerprints, loss, learning rate, step and epoch of every batch; one poisons the weights; one
+sends SIGTERM to the whole job at a given step, as SLURM and a terminal do."""
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -28,6 +31,12 @@ class RecordBatches(Callback):
         self.epochs.append(trainer.current_epoch)
 
     def on_train_end(self, trainer, pl_module):
+        self.write(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.write(trainer)  # a run stopped by a signal keeps its record too
+
+    def write(self, trainer):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "rank": trainer.global_rank,
@@ -51,3 +60,15 @@ class PoisonWeights(Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class SignalAt(Callback):
+    """Global rank 0 sends SIGTERM to its process group (every rank of a job started in its own session) at the end
+    of optimizer step ``step``: the ranks receive it at once, wherever each is."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            os.killpg(os.getpgrp(), signal.SIGTERM)

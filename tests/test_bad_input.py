@@ -113,7 +113,7 @@ print(json.dumps({"before_mb": before / 1024, "growth_mb": (after - before) / 10
 GROWTH_BOUND_MB = 700
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_200_mb_file_and_row_are_skipped_and_tokenizing_stays_within_a_memory_bound(tmp_path, tokenizer):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -279,7 +279,7 @@ run_overrides.datamodule(source=sys.argv[1], cache_dir=sys.argv[2], vocab_size=3
 """
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_preparation_killed_while_tokenizing_leaves_litter_that_the_next_start_removes(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from santacoder import GPT, GPTConfig, load, load_tokenizer
+from santacoder import GPT, LLM, GPTConfig, load, load_tokenizer
 from santacoder.inference.completion import complete, infill, infill_prompt, stream_generate
 from santacoder.text.fim import fim_segment
 
@@ -72,7 +72,7 @@ def test_infill_returns_the_middle_up_to_end_of_text(tokenizer):
     assert infill(model, tokenizer, "def f():\n", "\n") == "    return 1"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_trained_run_is_self_contained(compose_train, corpus_dir, tmp_path):
     """After training, the run directory alone gives the model and its tokenizer (no data cache needed)."""
     import shutil
@@ -142,79 +142,21 @@ def test_cli_infill_bad_input_gets_one_line(saved_model, tmp_path, capsys, text,
     assert len(err) == 1 and re.search(message, err[0]), err
 
 
-FUNCTIONS = [
-    'def add(a, b):\n    """Return the sum of a and b."""\n    return a + b\n',
-    'def is_even(n):\n    """True when n is divisible by two."""\n    return n % 2 == 0\n',
-    'def greet(name):\n    """Say hello."""\n    return "Hello, " + name + "!"\n',
-    'def square(x):\n    """x times x."""\n    result = x * x\n    return result\n',
-]
-
-
-def training_sample(text: str, tokenizer, rng: np.random.Generator) -> list[int]:
-    """A plain document (1/3), or a PSM or SPM segment (1/3 each) cut at line starts: training's own layout
-    (``fim_segment`` is ``fim_prompt`` + the middle), with cuts a tiny model can learn in seconds."""
-    from santacoder.text.fim import fim_prompt
-
-    draw = rng.random()
-    if draw < 1 / 3:
-        return tokenizer.encode(text) + [tokenizer.eod_id]
-    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
-    lo, hi = sorted(rng.choice(starts, size=2).tolist())
-
-    def encode(part: str) -> list[int]:
-        return tokenizer.encode_bytes(part.encode("utf-8"))
-
-    layout = fim_prompt(encode(text[:lo]), encode(text[hi:]), tokenizer, spm=draw > 2 / 3)
-    return layout + encode(text[lo:hi]) + [tokenizer.eod_id]
-
-
-@pytest.mark.slow
-def test_a_model_that_knows_its_functions_gives_them_back_through_infill_and_complete():
-    """Positive control: a tiny model trained until it knows four functions returns the middle cut out of one
-    at inference time (PSM and SPM) and the body after its signature."""
-    import torch.nn.functional as F
-
-    from santacoder.text.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(FUNCTIONS * 4, vocab_size=320)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    config = GPTConfig(vocab_size=384, n_positions=96, n_embd=128, n_layer=2, n_head=4,
-                       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)  # fmt: skip
-    model = GPT(config, attn_impl="sdpa")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-    target = FUNCTIONS[3]
-    lo, hi = target.index("    result = "), target.index("    return result")  # the middle: one line
-    ids = tokenizer.encode(target)
-    # the signature as whole tokens of the document (a prompt that ends inside a token is another sequence)
-    k = next(k for k in range(1, len(ids)) if len(tokenizer.decode(ids[:k])) > target.index("\n"))
-    signature = tokenizer.decode(ids[:k])
-    assert tokenizer.encode(signature) == ids[:k] and signature.startswith("def square(x):\n")
-
-    def knows_it() -> bool:
-        model.eval()
-        try:
-            return (
-                infill(model, tokenizer, target[:lo], target[hi:], mode="psm", max_new_tokens=40) == target[lo:hi]
-                and infill(model, tokenizer, target[:lo], target[hi:], mode="spm", max_new_tokens=40) == target[lo:hi]
-                and complete(model, tokenizer, signature, max_new_tokens=60) == target[len(signature) :]
-            )
-        finally:
-            model.train()
-
-    for step in range(1, 1501):
-        rows = [training_sample(FUNCTIONS[rng.integers(len(FUNCTIONS))], tokenizer, rng) for _ in range(32)]
-        batch = torch.tensor([r[:97] + [tokenizer.fim_pad_id] * (97 - len(r)) for r in rows])
-        labels = batch[:, 1:].masked_fill(batch[:, 1:] == tokenizer.fim_pad_id, -100)
-        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), labels.flatten(), ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 50 == 0 and knows_it():
-            break
-    else:
-        pytest.fail(f"the model did not learn its four functions in 1500 steps (loss {loss.item():.3f})")
-    assert infill(model.eval(), tokenizer, target[:lo], target[hi:], max_new_tokens=40) == "    result = x * x\n"
+@pytest.mark.integration
+def test_a_model_that_knows_its_functions_gives_them_back_through_infill_and_complete(memorised):
+    """Positive control: a tiny model trained until it knows four functions returns a line cut out of one at
+    inference time (PSM and SPM prompts), and the body after its signature."""
+    model, tokenizer = memorised.model, memorised.tokenizer
+    problem = memorised.problems[0]  # HumanEval/53: add(x, y)
+    text = problem["prompt"] + problem["canonical_solution"]
+    lo = text.index("    return x + y")
+    hi = text.index("\n", lo)
+    for mode in ("psm", "spm"):
+        assert infill(model, tokenizer, text[:lo], text[hi:], mode=mode, max_new_tokens=24) == "    return x + y"
+    assert complete(model, tokenizer, problem["prompt"], max_new_tokens=24) == "    return x + y\n"
+    llm = LLM(model, tokenizer)  # the same through the facade
+    assert llm.infill(text[:lo], text[hi:], max_new_tokens=24, stop=["\n"]) == "    return x + y"
+    assert "".join(llm.stream(problem["prompt"], max_new_tokens=24)) == "    return x + y\n"
 
 
 def test_an_infilling_prompt_too_long_for_the_context_keeps_the_code_nearest_the_gap(tokenizer):

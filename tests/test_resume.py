@@ -1,6 +1,6 @@
-"""Runs that lose nothing: exact resume from any checkpoint a run writes (across epochs, onto more ranks),
-`last.ckpt` always the newest state, atomic saves, signals, damaged and crafted checkpoints, NaN losses; and a
-val/loss that does not depend on the number of ranks (shares the DDP helpers here)."""
+"""Runs that lose nothing: exact resume from any checkpoint a run writes (across epochs), `last.ckpt` always the
+newest state, atomic saves, signals, kills at random moments, damaged and crafted checkpoints, NaN losses.
+Resuming on several ranks: test_distributed.py."""
 
 import json
 import os
@@ -21,26 +21,13 @@ from helpers_disk import FailingWriter
 from santacoder import ConfigError
 from santacoder.checkpoints import discovery, storage
 from santacoder.checkpoints.storage import read_checkpoint
-from santacoder.data.corpus import default_source
 from santacoder.training.callbacks import NonFiniteLossError
 from santacoder.training.checkpoint_io import AtomicCheckpointIO
 from santacoder.training.task import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-# small stdlib modules: an epoch of about 50 steps of 16 x 32 tokens
-SMALL_MODULES = ("colorsys", "bisect", "keyword", "this", "glob", "fnmatch", "stat", "token", "abc", "nturl2path",
-                 "opcode", "sched")  # fmt: skip
 BATCH = 16
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory) -> Path:
-    """A corpus small enough that a run crosses epoch boundaries in seconds."""
-    root = tmp_path_factory.mktemp("small_corpus")
-    for name in SMALL_MODULES:
-        shutil.copy(default_source() / f"{name}.py", root / f"{name}.py")
-    return root
 
 
 def overrides(corpus: Path, *extra: str) -> list[str]:
@@ -83,7 +70,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_resume_from_a_step_checkpoint_across_two_epochs_is_bitwise_exact(compose_train, small_corpus, tmp_path):
     """Resume from a checkpoint written every 7 steps (inside the batch-end hook) of epoch 0, with dropout and the
     warmup + cosine schedule: every later batch, loss and learning rate, across two epoch boundaries, and the final
@@ -228,7 +215,10 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_run_ids_of_jobs_started_together_differ():
-    code = "from santacoder.conf.run_ids import run_id; print(run_id())"
+    # conf/run_ids.py alone (standard library only): four interpreters started together, without the package
+    path = ROOT / "src" / "santacoder" / "conf" / "run_ids.py"
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('run_ids', {str(path)!r}); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.run_id())")  # fmt: skip
     clean = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "SANTACODER_RUN_ID")}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=clean)
              for _ in range(4)]  # fmt: skip
@@ -264,7 +254,7 @@ def wait_for(path_glob, tmp_path: Path, timeout: float = 240) -> Path:
     raise AssertionError(f"nothing matched {path_glob} after {timeout} s")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_path, sig, status):
     proc = start_training(tmp_path, small_corpus, "trainer.max_steps=100000")
@@ -278,6 +268,8 @@ def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_pa
     run_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
     stopped = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", check_contents=True)
     assert stopped["global_step"] >= 7
+    if sig != signal.SIGTERM:
+        return  # how a stopped run resumes does not depend on the signal that stopped it: tested once
     # resuming from the run directory continues in that directory, from that step
     steps = stopped["global_step"] + 2
     result = subprocess.run(
@@ -290,37 +282,12 @@ def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_pa
     assert json.loads((run_dir / "metrics.json").read_text())["step"] == steps
 
 
-@pytest.mark.slow
-def test_resume_on_two_ranks_from_a_one_rank_checkpoint_continues_the_global_sample_order(
-    compose_train, small_corpus, tmp_path
-):
-    full = recorded(compose_train, tmp_path, small_corpus, "full", "trainer.max_steps=24")
-    ckpt = tmp_path / "full" / "run" / "checkpoints" / "step_000014.ckpt"
-    record_dir = tmp_path / "two_ranks"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides(small_corpus, "trainer.max_steps=24"),
-         "trainer=ddp_cpu", "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}", f"ckpt_path={ckpt}",
-         f"hydra.run.dir={tmp_path / 'two_ranks_run'}", "+callbacks.record._target_=helpers_record.RecordBatches",
-         f"+callbacks.record.out_dir={record_dir}"],
-        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((record_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
-    micro = BATCH // 2
-    assert ranks[0]["steps"] == ranks[1]["steps"] == full["steps"][14:]
-    for i in range(10):  # each step's global batch: the same 16 samples as the one-rank run's
-        both = ranks[0]["samples"][i * micro : (i + 1) * micro] + ranks[1]["samples"][i * micro : (i + 1) * micro]
-        assert sorted(both) == sorted(full["samples"][(14 + i) * BATCH : (15 + i) * BATCH])
-    # DDP averages the ranks' mean losses (not token-weighted over the global batch): close, not equal
-    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(full["losses"][14:]), rtol=2e-3, atol=0)
-
-
-@pytest.mark.slow
+@pytest.mark.integration
 def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_weights(tmp_path):
     """scripts/fault_injection.py in small: SIGKILL twice (once in the middle of a checkpoint write), resume
     each time; the final weights equal an uninterrupted run's."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--kills", "2", "--small", "--steps", "600",
+        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), "--kills", "2", "--small", "--steps", "300",
          "--workdir", str(tmp_path)],
         env=env(tmp_path), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -328,56 +295,7 @@ def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_w
     assert "2 kills, 1 during a save" in result.stdout and "weights EQUAL" in result.stdout
 
 
-def ddp_train(tmp_path: Path, corpus: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), *overrides(corpus, *extra), "trainer=ddp_cpu", "trainer.devices=2",
-            f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"]  # fmt: skip
-
-
-@pytest.mark.slow
-def test_two_rank_resume_with_dropout_equals_the_uninterrupted_two_rank_run(small_corpus, tmp_path):
-    """Each rank gets back its own generator state: the resumed DDP run's losses and weights are the
-    uninterrupted one's, bit for bit."""
-    dropout = ("model.config.resid_pdrop=0.1", "trainer.max_steps=20")
-
-    def run(name: str, *extra: str) -> dict:
-        record = [
-            "+callbacks.record._target_=helpers_record.RecordBatches",
-            f"+callbacks.record.out_dir={tmp_path / name}",
-        ]
-        cmd = ddp_train(tmp_path, small_corpus, tmp_path / f"{name}_run", *dropout, *record, *extra)
-        result = subprocess.run(cmd, cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads((tmp_path / name / "rank1.json").read_text())
-
-    full = run("full")
-    resumed = run("resumed", f"ckpt_path={tmp_path / 'full_run' / 'checkpoints' / 'step_000007.ckpt'}")
-    assert resumed["samples"] == full["samples"][7 * BATCH // 2 :]
-    assert resumed["losses"] == full["losses"][7:]
-    assert_same_weights(tmp_path / "full_run" / "checkpoints" / "last.ckpt",
-                        tmp_path / "resumed_run" / "checkpoints" / "last.ckpt")  # fmt: skip
-
-
-@pytest.mark.slow
-def test_sigterm_to_every_rank_at_once_saves_and_exits_143(small_corpus, tmp_path):
-    """As SLURM and a terminal do: the signal reaches both ranks (and no rank waits in a collective for ever)."""
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        ddp_train(tmp_path, small_corpus, run_dir, "trainer.max_steps=100000"), cwd=tmp_path, env=env(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for("run/checkpoints/step_000014.ckpt", tmp_path)
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, out[-3000:]
-    stopped = read_checkpoint(run_dir / "checkpoints" / "last.ckpt", check_contents=True)
-    assert stopped["global_step"] >= 14 and stopped["rng_states"]["cpu"].shape[0] == 2
-
-
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(
     os.environ.get("SANTACODER_TEST_SLURM") != "1",
     reason="starts a real one-machine SLURM as root (apt-installs slurm-wlm): run `make test-slurm`, or set "
@@ -389,21 +307,3 @@ def test_slurm_job_is_requeued_on_sigusr1_and_finishes_in_the_same_run():
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0 and "\nPASS\n" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
-
-
-@pytest.mark.slow
-def test_val_loss_is_the_same_on_one_and_two_ranks(small_corpus, tmp_path):
-    """The same weights (learning rate 0) validated over the whole split, whose sample count does not divide by 2:
-    no sample counts twice, so val/loss does not depend on the number of ranks."""
-    common = ("trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1.0",
-              "model.optimizer.lr=0.0", "data.seq_len=30")  # fmt: skip
-    results = {}
-    for devices in (1, 2):
-        run_dir = tmp_path / f"ranks{devices}"
-        cmd = ddp_train(tmp_path, small_corpus, run_dir, *common) + [f"trainer.devices={devices}"]
-        result = subprocess.run(cmd, cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        results[devices] = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
-    val = next((tmp_path / "data" / "cache").glob("tokens-*/val/meta.json"))
-    assert ((json.loads(val.read_text())["num_tokens"] - 1) // 30) % 2 == 1  # an odd number of samples
-    assert results[1] == pytest.approx(results[2], rel=1e-6)

@@ -41,7 +41,7 @@ def small(corpus_dir) -> list[str]:
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpus_dir):
     # a peak of 1 TFLOP/s stands in for a GPU's, so MFU is computed on this CPU too
     cfg = compose_train(
@@ -131,14 +131,14 @@ def run_train_py(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fast_dev_run_through_hydra(corpus_dir, tmp_path):
     result = run_train_py("debug=fdr", *small(corpus_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "logs" / "debug" / "runs").is_dir()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_cli_reports_bad_values_and_unknown_keys_in_one_line(corpus_dir, tmp_path):
     bad = run_train_py(*small(corpus_dir), "data.fim_rate=1.5", cwd=tmp_path)
     assert bad.returncode == 1
