@@ -128,3 +128,80 @@ def test_broken_layouts_are_rejected(tokenizer):
     for bad in ([p, 5, m, 6, s, 7], [p, 5, s, 6, m, 7, m], [5, p, s, m]):
         with pytest.raises(ValueError):
             undo_fim_segment(bad, tokenizer)
+
+
+# --- golden: SantaCoder's published layouts, written out by hand -------------------------------------------------
+
+
+def gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's published byte -> character table, the alphabet of every byte-level BPE (SantaCoder's included)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer():
+    """A byte-level BPE without merges, so every token is one byte and its id is the byte's value; then the special
+    tokens under SantaCoder's names, in SantaCoder's order (its ids are 49152..49156, after 49152 BPE tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from santacoder.text.tokenizer import CodeTokenizer, FIMTokens
+
+    vocab = {char: byte for byte, char in gpt2_bytes_to_unicode().items()}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(["<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"])
+    return CodeTokenizer(tokenizer, FIMTokens())
+
+
+EOD, PRE, MID, SUF, PAD = 256, 257, 258, 259, 260
+
+
+def b(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+class Draws:
+    """The generator's draws, scripted: per segment, in bigcode Megatron-LM's order, FIM or not (a uniform draw
+    below fim_rate: Megatron's binomial(1, fim_rate)), the two character cut points (its randint(0, len + 1,
+    size=2), sorted), then SPM or not (below spm_rate: its binomial(1, fim_spm_rate))."""
+
+    def __init__(self, *draws):
+        self.draws = list(draws)
+
+    def random(self) -> float:
+        return self.draws.pop(0)
+
+    def integers(self, low: int, high: int, size: int) -> np.ndarray:
+        cuts = self.draws.pop(0)
+        assert (low, size) == (0, 2) and all(0 <= c < high for c in cuts)
+        return np.asarray(cuts)
+
+
+FIM, NO_FIM, SPM, PSM = 0.0, 0.99, 0.0, 0.99
+
+
+@pytest.mark.parametrize(
+    "spm,expected",
+    [
+        # PSM: <fim-prefix> prefix <fim-suffix> suffix <fim-middle> middle, then the document's own <|endoftext|>;
+        # three sentinels longer than the sample, whose last three tokens are cut
+        (PSM, [PRE, *b("def f(a):"), SUF, *b(" + 1\n"), MID, *b("\n    return a"), EOD, *b("y ")]),
+        # SPM (the FIM paper's variant 2, as bigcode implements it): <fim-prefix><fim-suffix> suffix <fim-middle>
+        # prefix middle: no sentinel between prefix and middle
+        (SPM, [PRE, SUF, *b(" + 1\n"), MID, *b("def f(a):"), *b("\n    return a"), EOD, *b("y ")]),
+    ],
+    ids=["psm", "spm"],
+)
+def test_a_packed_sample_is_laid_out_as_santacoder_was_trained(byte_tokenizer, spm, expected):
+    names = byte_tokenizer.fim_tokens.as_list()
+    assert [byte_tokenizer.tokenizer.token_to_id(t) for t in names] == [EOD, PRE, MID, SUF, PAD]
+    document = "def f(a):\n    return a + 1\n"
+    sample = np.asarray(b(document) + [EOD] + b("y = 2"), dtype=np.int64)  # a document, then the next one's start
+    # the first segment is cut after "def f(a):" (9) and before " + 1" (22); the second is left as it is
+    draws = Draws(FIM, (22, 9), spm, NO_FIM)
+    out = fim_sample(sample, byte_tokenizer, draws, fim_rate=0.5, spm_rate=0.5)
+    assert out.tolist() == expected
+    assert draws.draws == []  # exactly Megatron's draws: 3 for a FIM segment, 1 for one left alone

@@ -9,6 +9,7 @@ import torch
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder.model.attention import xformers_unsupported_reason
+from santacoder.training.flops import peak_flops
 from santacoder.training.task import train
 
 pytestmark = [
@@ -46,7 +47,9 @@ def test_fp16_with_xformers_trains_and_counts_skipped_steps(compose_train, corpu
     assert metrics["train/loss_scale"] == 65536.0 / 2 ** metrics["train/skipped_steps"]
     assert metrics["train/skipped_steps"] < 30  # most steps were applied
     assert metrics["val/loss"] < metrics["uniform_loss"] - 1.0
-    assert metrics["train/mfu"] > 0  # the GPU's peak is known (Lightning's table or the fallback)
+    # the GPU's fp16 peak is known (Lightning's table or the fallback): MFU = device FLOP/s over it
+    peak, _ = peak_flops(torch.device("cuda", 0), torch.float16)
+    assert metrics["train/mfu"] == pytest.approx(metrics["train/device/tflops_per_sec"] * 1e12 / peak, rel=1e-3)
 
 
 @pytest.mark.parametrize("multi_query", [True, False], ids=["mqa", "mha"])

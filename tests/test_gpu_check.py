@@ -1,5 +1,5 @@
 """scripts/gpu_check and scripts/gpu_measure.py without a GPU, so they do not rot between GPU slots: the
-measurement runs the tiny model on CPU through the real Hydra config and santacoder.train, and gpu_check
+measurement runs the tiny model on CPU through the real Hydra config and santacoder.training, and gpu_check
 reports that there is no CUDA device, prints its table and exits 0."""
 
 import json
@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from santacoder import GPTConfig
+from santacoder.training.flops import measured_flops_per_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +47,11 @@ def test_gpu_measure_trains_the_tiny_model_on_cpu(tmp_path):
     r = json.loads(out.read_text())
     assert r == json.loads(result.stdout.strip().splitlines()[-1])  # the same result, last line of stdout
     assert r["status"] == "ok" and r["steps_done"] == 12 and r["precision"] == "32-true"
-    assert r["tokens_per_sec"] > 0 and r["tflops_per_sec"] > 0
+    # TFLOP/s of the device = its token rate x the model FLOPs per token (tiny, seq 64: forward + backward)
+    config = GPTConfig.from_name("tiny", n_positions=64, vocab_size=8192)  # the rows of its 8192-token BPE
+    flops_per_token = measured_flops_per_batch(config, 4, 64) / (4 * 64)
+    assert r["tflops_per_sec"] == pytest.approx(r["device_tokens_per_sec"] * flops_per_token / 1e12, rel=1e-3)
+    assert r["tokens_per_sec"] == pytest.approx(r["device_tokens_per_sec"])  # one device
     assert math.isfinite(r["loss"]) and math.isfinite(r["val_loss"])
     assert r["data_cached"] is False and "built now" in result.stdout
     assert (tmp_path / "m.run" / "metrics.json").is_file()  # the run's own output, next to the result

@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import GPT, ConfigError, GPTConfig, save_hf
+from santacoder.conf import build
+from santacoder.evaluation.perplexity import perplexity
 from santacoder.training.task import train
 
 
@@ -41,10 +43,14 @@ def test_training_starts_from_the_checkpoint_weights_and_shape(compose_train, co
     state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     from santacoder import load
 
-    reference = load(hf_dir).state_dict()
-    for name, tensor in reference.items():
+    reference = load(hf_dir)
+    for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(state[f"model.{name}"], tensor, msg=name)
-    assert metrics["val/loss"] > 0
+    # and validated with them: the run's val/loss is the loaded model's loss on the same batch, computed apart
+    datamodule = build(cfg, "data")
+    datamodule.setup("validate")
+    expected = perplexity(reference, datamodule.val_dataloader(), limit_batches=1)["val/loss"]
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_conflicting_shape_override_is_an_error(compose_train, corpus_dir, hf_dir):
