@@ -86,12 +86,21 @@ def memorised():
     return helpers_memorised.memorise()
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One ``paths.data_dir`` for the session's training runs: the tokenizer and token store of each corpus and
+    settings are built once, then found in the cache (its keys hold the corpus's and the tokenizer's fingerprints).
+    A test that changes or inspects the cache itself gives its run a directory of its own."""
+    return tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture()
-def compose_train(tmp_path):
-    """Compose configs/train.yaml with overrides, as `python train.py <overrides>` would."""
+def compose_train(tmp_path, data_dir):
+    """Compose configs/train.yaml with overrides, as `python train.py <overrides>` would, writing the run into
+    ``tmp_path / "run"`` and its data cache into the session's ``data_dir``."""
 
     def _compose(*overrides: str) -> DictConfig:
-        return run_overrides.compose_config("train", tmp_path / "run", tmp_path / "data", *overrides)
+        return run_overrides.compose_config("train", tmp_path / "run", data_dir, *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()

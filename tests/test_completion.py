@@ -4,8 +4,9 @@ out exactly as training lays out a FIM segment, and a trained checkpoint carries
 import numpy as np
 import pytest
 import torch
+from omegaconf import open_dict
 
-from santacoder import GPT, LLM, GPTConfig, load, load_tokenizer
+from santacoder import GPT, LLM, ConfigError, GPTConfig, load, load_tokenizer
 from santacoder.inference.completion import complete, infill, infill_prompt, stream_generate
 from santacoder.text.fim import fim_segment
 
@@ -89,6 +90,8 @@ def test_a_trained_run_is_self_contained(compose_train, corpus_dir, tmp_path):
         "extras.print_config=false",
         "callbacks.progress_bar.refresh_rate=0",
     )
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")  # a cache of its own, deleted below
     train(cfg)
     shutil.rmtree(cfg.paths.data_dir)  # the tokenizer's cached file is gone
     run = cfg.paths.output_dir
@@ -169,3 +172,11 @@ def test_an_infilling_prompt_too_long_for_the_context_keeps_the_code_nearest_the
     lopsided = infill_prompt(tokenizer, "z = 3\n", suffix, max_tokens=43)  # the suffix gets the prefix's spare room
     assert lopsided[-2] != tokenizer.fim_suffix_id and len(lopsided) == 43
     assert infill_prompt(tokenizer, prefix, suffix, max_tokens=10_000) == full
+
+
+def test_llm_refuses_a_tokenizer_larger_than_the_models_vocabulary(tokenizer):
+    small = GPT(GPTConfig(vocab_size=256, n_positions=16, n_embd=8, n_layer=1, n_head=1))
+    with pytest.raises(ConfigError, match="has 512 tokens but the model's vocab_size is 256"):
+        LLM(small, tokenizer)
+    llm = LLM(GPT(GPTConfig(vocab_size=512, n_positions=16, n_embd=8, n_layer=1, n_head=1)), tokenizer)
+    assert repr(llm) == "LLM(5,112 parameters, 1 layers x 8, multi-query, 512 tokens, on cpu)"

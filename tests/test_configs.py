@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import GPT, ConfigError, GPTConfig
@@ -82,10 +82,12 @@ def test_gpu_trainers_default_to_fp16_like_santacoder(compose_train):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 @pytest.mark.parametrize("option", ["gpu", "ddp", "ddp_bf16", "fsdp"])
-def test_gpu_trainers_are_refused_without_cuda_before_any_work(compose_train, corpus_dir, option):
+def test_gpu_trainers_are_refused_without_cuda_before_any_work(compose_train, corpus_dir, option, tmp_path):
     cfg = compose_train(
         f"trainer={option}", *run_overrides.data(corpus_dir, seq_len=32, batch_size=8), "extras.print_config=false"
     )
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")  # its own: nothing may appear there
     with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no CUDA GPU"):
         train(cfg)
     assert not Path(cfg.paths.data_dir).exists()  # no tokenizer trained, nothing cached

@@ -89,6 +89,7 @@ def test_the_running_app_is_scripted_through_its_api_name(running_app, playgroun
     assert "Write some code first" in status
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     browser.chromium() is None,
     reason="no Chromium: `apt-get install chromium` (make test does it when run as root with apt)",
@@ -109,3 +110,43 @@ def test_the_cli_refuses_a_missing_model_in_one_line(tmp_path):
     )
     assert done.returncode == 2 and done.stderr.startswith("santacoder demo: error:")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,env,address",
+    [
+        ([], {}, ("127.0.0.1", 7860)),
+        ([], {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8080"}, ("0.0.0.0", 8080)),  # a hosting platform
+        (
+            ["--host", "127.0.0.2", "--port", "9000"],
+            {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8080"},
+            ("127.0.0.2", 9000),
+        ),  # fmt: skip
+    ],
+    ids=["default", "gradio-variables", "flags-win"],
+)
+def test_the_cli_serves_where_its_flags_or_gradios_variables_say(model, tokenizer, tmp_path, monkeypatch, capsys,
+                                                                  argv, env, address):  # fmt: skip
+    from santacoder.checkpoints.layouts.project import save_checkpoint
+    from santacoder.cli import main
+
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    served = []
+    monkeypatch.setattr("santacoder.inference.demo.launch", lambda app, host, port: served.append((host, port)))
+    path = save_checkpoint(model, tmp_path / "model.ckpt", tokenizer=tokenizer)
+    assert main(["demo", str(path), *argv]) == 0
+    assert served == [address]
+    assert f"http://{address[0]}:{address[1]}" in capsys.readouterr().out
+
+
+def test_a_bad_gradio_server_port_is_one_line(tmp_path, monkeypatch, capsys):
+    from santacoder.cli import main
+
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
+    assert main(["demo", str(tmp_path / "model.ckpt")]) == 2  # refused before the model is looked for
+    assert capsys.readouterr().err.strip() == (
+        "santacoder demo: error: GRADIO_SERVER_PORT='http' is not a port number; set it to one, e.g. 7860"
+    )

@@ -50,6 +50,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     assert images == FIGURES[path.stem], "every figure the notebook draws is shown, once"
 
 
+@pytest.mark.integration
 def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
     import subprocess
     import sys

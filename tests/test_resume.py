@@ -4,6 +4,7 @@ Resuming on several ranks: test_distributed.py."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -292,7 +293,8 @@ def test_training_killed_at_random_moments_and_during_saves_ends_with_the_same_w
         env=env(tmp_path), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 kills, 1 during a save" in result.stdout and "weights EQUAL" in result.stdout
+    # the kill aimed at a save hit one (the other, at a random moment, may too); the weights are the same
+    assert re.search(r"\n2 kills, [12] during a save", result.stdout) and "weights EQUAL" in result.stdout
 
 
 @pytest.mark.integration

@@ -1,8 +1,9 @@
 """Train SantaCoder-style code models: GPT-2 with multi-query attention and fill-in-the-middle.
 
 The public API is ``santacoder.api``'s, re-exported here. The package is arranged in layers, each importing only
-those below it (checked by ``make lint``): ``errors``, ``config`` -> ``conf``, ``text`` -> ``model`` ->
-``data``, ``checkpoints``, ``inference`` -> ``training`` -> ``evaluation`` -> ``bench`` -> ``api``, ``cli``.
+those below it (``make lint`` checks it; siblings in one layer never import each other), from the bottom up:
+``errors`` -> ``config`` -> ``model``, ``text``, ``conf`` -> ``data``, ``checkpoints``, ``inference`` ->
+``training``, ``evaluation`` -> ``bench`` -> ``api``, ``cli``.
 """
 
 from santacoder import legacy_paths

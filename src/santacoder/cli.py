@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,9 +216,28 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="a run directory, a .ckpt, a Hugging Face directory or a Megatron-LM checkpoint")
     parser.add_argument("--tokenizer", help="tokenizer.json (default: the one the model carries or has beside it)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: this one)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--host", help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1: this one)"
+    )
+    parser.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.set_defaults(func=run_demo)
+
+
+def demo_address(host: str | None, port: int | None) -> tuple[str, int]:
+    """Where the demo listens: ``--host``/``--port``, else Gradio's own variables GRADIO_SERVER_NAME and
+    GRADIO_SERVER_PORT (which hosting platforms set), else 127.0.0.1:7860."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    where = "--port"
+    if port is None and os.environ.get("GRADIO_SERVER_PORT"):
+        where, raw = "GRADIO_SERVER_PORT", os.environ["GRADIO_SERVER_PORT"]
+        try:
+            port = int(raw)
+        except ValueError:
+            raise ConfigError(f"GRADIO_SERVER_PORT={raw!r} is not a port number; set it to one, e.g. 7860") from None
+    port = 7860 if port is None else port
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}={port} is not a port number (1 to 65535)")
+    return host, port
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -225,9 +245,10 @@ def run_demo(args: argparse.Namespace) -> int:
         from santacoder.inference.demo import build_app, launch
     except ImportError as e:
         raise ConfigError(f"the demo needs gradio ({e}); install it with: pip install 'santacoder[demo]'") from None
+    host, port = demo_address(args.host, args.port)  # checked before the model is loaded
     model, tokenizer = _model_and_tokenizer(args)
-    print(f"SantaCoder playground on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    launch(build_app(model, tokenizer), host=args.host, port=args.port)
+    print(f"SantaCoder playground on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    launch(build_app(model, tokenizer), host=host, port=port)
     return 0
 
 
