@@ -21,7 +21,9 @@ from santacoder.evaluation.fim_single_line import LineTask, humaneval_line_tasks
 from santacoder.inference.completion import infill
 from santacoder.text.fim import fim_prompt
 
-PROBLEMS = ("HumanEval/53", "HumanEval/23", "HumanEval/45", "HumanEval/34")  # short solutions: add, strlen, ...
+# short solutions, two of several lines (gcd, below_threshold): a middle line is found only from the code around it,
+# so an infilling prompt laid out unlike training's is never answered right
+PROBLEMS = ("HumanEval/53", "HumanEval/13", "HumanEval/52", "HumanEval/23")
 MAX_STEPS = 2000
 MAX_NEW_TOKENS = 24
 

@@ -150,16 +150,17 @@ def test_a_model_that_knows_its_functions_gives_them_back_through_infill_and_com
     """Positive control: a tiny model trained until it knows four functions returns a line cut out of one at
     inference time (PSM and SPM prompts), and the body after its signature."""
     model, tokenizer = memorised.model, memorised.tokenizer
-    problem = memorised.problems[0]  # HumanEval/53: add(x, y)
+    problem = memorised.problems[1]  # HumanEval/13: gcd in three lines
+    assert problem["canonical_solution"] == "    while b:\n        a, b = b, a % b\n    return a\n"
     text = problem["prompt"] + problem["canonical_solution"]
-    lo = text.index("    return x + y")
+    lo = text.index("        a, b = b, a % b")
     hi = text.index("\n", lo)
     for mode in ("psm", "spm"):
-        assert infill(model, tokenizer, text[:lo], text[hi:], mode=mode, max_new_tokens=24) == "    return x + y"
-    assert complete(model, tokenizer, problem["prompt"], max_new_tokens=24) == "    return x + y\n"
+        assert infill(model, tokenizer, text[:lo], text[hi:], mode=mode, max_new_tokens=24) == text[lo:hi]
+    assert complete(model, tokenizer, problem["prompt"], max_new_tokens=48) == problem["canonical_solution"]
     llm = LLM(model, tokenizer)  # the same through the facade
-    assert llm.infill(text[:lo], text[hi:], max_new_tokens=24, stop=["\n"]) == "    return x + y"
-    assert "".join(llm.stream(problem["prompt"], max_new_tokens=24)) == "    return x + y\n"
+    assert llm.infill(text[:lo], text[hi:], max_new_tokens=24, stop=["\n"]) == "        a, b = b, a % b"
+    assert "".join(llm.stream(problem["prompt"], max_new_tokens=48)) == problem["canonical_solution"]
 
 
 def test_an_infilling_prompt_too_long_for_the_context_keeps_the_code_nearest_the_gap(tokenizer):

@@ -88,7 +88,7 @@ def test_a_model_that_knows_some_solutions_scores_full_marks_on_them(memorised, 
     through the eval's infiller and passes their tests (through the sandbox, when it can be enforced here)."""
     model, tokenizer, problems = memorised.model, memorised.tokenizer, memorised.problems
     infill_line = fim_line_infiller(model, tokenizer, mode="psm", max_new_tokens=24)
-    assert exact_match(memorised.line_tasks, infill_line) == {"fim/python/exact_match": 1.0, "fim/python/tasks": 4.0}
+    assert exact_match(memorised.line_tasks, infill_line) == {"fim/python/exact_match": 1.0, "fim/python/tasks": 9.0}
     samples = humaneval.generate_samples(model, tokenizer, problems, tmp_path / "s.jsonl", n_samples=1,
                                          temperature=0.0, top_p=None, max_new_tokens=24)  # fmt: skip
     assert [s["completion"] for s in samples] == [p["canonical_solution"] for p in problems]

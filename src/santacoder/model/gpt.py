@@ -7,7 +7,6 @@ GPT -> Block -> CausalSelfAttention + MLP. Parameter names follow transformers' 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -16,10 +15,8 @@ import torch.utils.checkpoint
 
 from santacoder.config import GPTConfig
 from santacoder.model.attention import causal_attention, check_attn_impl, padded_causal_mask
+from santacoder.model.kv_cache import KVCache
 from santacoder.model.loss import check_loss_impl, linear_cross_entropy
-
-if TYPE_CHECKING:  # for annotations only: the cache is created by the caller (santacoder.inference.generation)
-    from santacoder.model.kv_cache import KVCache
 
 
 class CausalSelfAttention(nn.Module):
