@@ -7,44 +7,7 @@ those below it (``make lint`` checks it; siblings in one layer never import each
 """
 
 from santacoder import legacy_paths
-from santacoder.api import (
-    GPT,
-    LLM,
-    CodeTokenizer,
-    ConfigError,
-    FIMTokens,
-    GPTConfig,
-    KVCache,
-    complete,
-    compose,
-    generate,
-    infill,
-    load,
-    load_tokenizer,
-    read_checkpoint_config,
-    save_hf,
-    stream_generate,
-    train_tokenizer,
-)
+from santacoder.api import *  # noqa: F403 (the facade: every name of santacoder.api.__all__)
+from santacoder.api import __all__  # noqa: F401
 
 legacy_paths.install()  # run directories and checkpoints from before the layers name old module paths
-
-__all__ = [
-    "GPT",
-    "LLM",
-    "CodeTokenizer",
-    "ConfigError",
-    "FIMTokens",
-    "GPTConfig",
-    "KVCache",
-    "complete",
-    "compose",
-    "generate",
-    "infill",
-    "load",
-    "load_tokenizer",
-    "read_checkpoint_config",
-    "save_hf",
-    "stream_generate",
-    "train_tokenizer",
-]
