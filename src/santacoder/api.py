@@ -54,11 +54,7 @@ class LLM:
     """
 
     def __init__(self, model: GPT, tokenizer: CodeTokenizer):
-        if len(tokenizer) > model.config.vocab_size:
-            raise ConfigError(
-                f"tokenizer {tokenizer.source} has {len(tokenizer)} tokens but the model's vocab_size is "
-                f"{model.config.vocab_size}; they do not belong together"
-            )
+        tokenizer.check_fits(model.config.vocab_size)
         self.model = model.eval()
         self.tokenizer = tokenizer
 

@@ -144,6 +144,14 @@ class CodeTokenizer:
                 ids.extend(self.encode(part))
         return ids
 
+    def check_fits(self, vocab_size: int) -> None:
+        """A ConfigError unless a model with ``vocab_size`` embedding rows has a row for every token of this one."""
+        if len(self) > vocab_size:
+            raise ConfigError(
+                f"tokenizer {self.source} has {len(self)} tokens but the model's vocab_size is {vocab_size}; they do "
+                "not belong together"
+            )
+
     def fingerprint(self) -> str:
         """A short hash of the tokenizer's content, for cache keys and checkpoints; computed once (the
         tokenizer does not change after construction, and a 49k vocabulary serializes to megabytes)."""

@@ -279,12 +279,8 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | None = N
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"save_hf output {str(out_dir)!r} exists and is not a directory")
-    if tokenizer is not None:  # checked before anything is written
-        if len(tokenizer) > model.config.vocab_size:
-            raise ConfigError(
-                f"tokenizer {tokenizer.source} has {len(tokenizer)} tokens but the model's vocab_size is "
-                f"{model.config.vocab_size}; they do not belong together"
-            )
+    if tokenizer is not None:
+        tokenizer.check_fits(model.config.vocab_size)  # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     bos_id = eos_id = SANTACODER_EOS_ID if model.config.vocab_size > SANTACODER_EOS_ID else None
     if tokenizer is not None:
