@@ -1,14 +1,13 @@
 """Evaluate a model: `python eval.py ckpt_path=<run dir | .ckpt | HF dir | Megatron dir>` (see configs/eval.yaml)."""
 
-import os
-from pathlib import Path
-
 import hydra
 
 from santacoder.conf.resolvers import setup_hydra
+from santacoder.conf.run_config import record_root_dir
 from santacoder.evaluation.task import main as eval_main
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+# data/ and logs/ go under PROJECT_ROOT, else this checkout; the run's saved config names the path itself
+record_root_dir()
 setup_hydra()
 
 

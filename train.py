@@ -1,15 +1,13 @@
 """Train a SantaCoder-style model: `python train.py [hydra overrides]` (see configs/train.yaml)."""
 
-import os
-from pathlib import Path
-
 import hydra
 
 from santacoder.conf.resolvers import setup_hydra
+from santacoder.conf.run_config import record_root_dir
 from santacoder.training.task import main as train_main
 
-# configs/paths/default.yaml puts data/ and logs/ under PROJECT_ROOT: this repository unless set
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+# data/ and logs/ go under PROJECT_ROOT, else this checkout; the run's saved config names the path itself
+record_root_dir()
 setup_hydra()
 
 

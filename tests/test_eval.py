@@ -1,5 +1,6 @@
 """`eval.py` on a trained run: perplexity reproduces the run's last val/loss, results go to eval.json and the
-loggers, and humaneval runs no code unless allowed."""
+loggers, humaneval runs no code unless allowed, and says which prompts its context cut and whether the sandbox
+passes the canonical solutions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from omegaconf import open_dict
 import run_overrides
 from santacoder import load, load_tokenizer
 from santacoder.evaluation import SandboxUnavailable, humaneval
+from santacoder.evaluation import task as eval_task
 from santacoder.evaluation.fim_single_line import exact_match, humaneval_line_tasks
 from santacoder.evaluation.sandbox import probe
 from santacoder.evaluation.task import evaluate, fim_line_infiller
@@ -80,6 +82,35 @@ def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, t
     evaluate(wandb_cfg)
     assert list((tmp_path / "eval_wandb" / "wandb").glob("offline-run-*/run-*.wandb"))  # WANDB_MODE=offline
     assert off["val/fim_rate"] == 0.0 and off["val/loss"] != metrics["val/loss"]
+
+
+@pytest.mark.integration
+def test_humaneval_counts_the_prompts_its_context_cuts_and_runs_a_positive_control(
+    trained_run, tmp_path, caplog, capsys, monkeypatch
+):
+    """The run's model has 64 positions: with 8 new tokens no HumanEval prompt fits, even cut to its function; each
+    is counted, scored failed and said in one line. The canonical solutions run in the same sandbox: one broken
+    on purpose lowers the control and is named."""
+    try:
+        probe()
+    except SandboxUnavailable as e:
+        pytest.skip(f"the sandbox cannot be enforced here: {e}")
+    problems = read_problems()
+    problems["HumanEval/1"] = {**problems["HumanEval/1"], "canonical_solution": "    return []\n"}
+    monkeypatch.setattr(eval_task, "read_problems", lambda: problems)
+    cfg = compose_eval(tmp_path, f"ckpt_path={trained_run}", "device=cpu", "allow_code_execution=true",
+                       "tasks.perplexity.enabled=false", "tasks.fim_single_line.enabled=false",
+                       "tasks.humaneval.limit=3", "tasks.humaneval.max_new_tokens=8")  # fmt: skip
+    metrics = evaluate(cfg)
+    assert metrics == {"humaneval/pass@1": 0.0, "humaneval/canonical_pass@1": pytest.approx(2 / 3),
+                       "humaneval/problems": 3.0, "humaneval/samples_per_problem": 1.0,
+                       "humaneval/truncated_prompts": 0.0, "humaneval/prompts_too_long": 3.0}  # fmt: skip
+    assert ["humaneval/prompts_too_long", "3"] in [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert "humaneval: 0 of 3 prompts cut to the function to complete" in caplog.text
+    assert "3 too long even so (scored failed): n_positions=64 less max_new_tokens=8 leaves 56" in caplog.text
+    assert "the sandbox or harness is broken: HumanEval/1 (failed: AssertionError)" in caplog.text
+    samples = humaneval.read_samples(tmp_path / "eval" / "humaneval_samples.jsonl")
+    assert [(s["task_id"], s["completion"]) for s in samples] == [(f"HumanEval/{i}", "") for i in range(3)]
 
 
 @pytest.mark.integration

@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from santacoder.checkpoints.loading import load, load_tokenizer
 from santacoder.conf.instantiate import command_line_overrides
+from santacoder.conf.run_config import load_run_config
 from santacoder.data.corpus import Corpus
-from santacoder.errors import ConfigError
+from santacoder.errors import ConfigError, stop
 from santacoder.evaluation import humaneval
 from santacoder.evaluation.fim_single_line import corpus_line_tasks, exact_match, humaneval_line_tasks
 from santacoder.evaluation.perplexity import perplexity
@@ -26,7 +27,7 @@ from santacoder.inference.completion import infill_prompt, stream_generate
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("tokens", "tasks", "truncated_prompts", "problems", "samples_per_problem")  # printed as integers
+COUNTS = ("tokens", "tasks", "truncated_prompts", "prompts_too_long", "problems", "samples_per_problem")  # integers
 
 
 def run_directory(ckpt_path: str) -> Path | None:
@@ -44,8 +45,7 @@ def data_config(cfg: DictConfig, overrides: dict[str, str]) -> dict:
     run = run_directory(cfg.ckpt_path)
     if run is None:
         return OmegaConf.to_container(cfg.data, resolve=True)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    saved.paths.output_dir = str(run)
+    saved = load_run_config(run)
     data = OmegaConf.to_container(saved.data, resolve=True)
     given = OmegaConf.to_container(cfg.data, resolve=True)
     for key in overrides:
@@ -122,6 +122,15 @@ def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_di
         log.warning("humaneval skipped: it runs generated code; set allow_code_execution=true to run it in the sandbox")
         return {}
     problems = list(read_problems().values())[: task.limit or None]
+    room = model.config.n_positions - task.max_new_tokens
+    fits = humaneval.count_fits(tokenizer, problems, room)
+    cut, too_long = int(fits["humaneval/truncated_prompts"]), int(fits["humaneval/prompts_too_long"])
+    if cut or too_long:  # a small model's context: said once, not left to a table of zeros to explain
+        log.warning(
+            "humaneval: %d of %d prompts cut to the function to complete (imports and helpers dropped), %d too long "
+            "even so (scored failed): n_positions=%d less max_new_tokens=%d leaves %d prompt tokens",
+            cut, len(problems), too_long, model.config.n_positions, task.max_new_tokens, room,
+        )  # fmt: skip
     samples_file = output_dir / "humaneval_samples.jsonl"
     samples = humaneval.generate_samples(
         model,
@@ -141,9 +150,16 @@ def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_di
         for r in results:
             f.write(json.dumps(r) + "\n")
     metrics = humaneval.pass_at_ks(results)
+    if task.positive_control:
+        # the problems' own solutions through the same sandbox: they all pass unless the plumbing is broken
+        control, failed = humaneval.canonical_control(problems, task.timeout, task.workers)
+        metrics["humaneval/canonical_pass@1"] = control
+        if failed:
+            names = ", ".join(f"{r['task_id']} ({r['result']})" for r in failed)
+            log.warning("humaneval: canonical solutions fail, so the sandbox or harness is broken: %s", names)
     metrics["humaneval/problems"] = float(len(problems))
     metrics["humaneval/samples_per_problem"] = float(task.n_samples)
-    return metrics
+    return metrics | fits
 
 
 def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[str, float]:
@@ -191,6 +207,4 @@ def main(cfg: DictConfig) -> dict[str, float]:
     try:
         return evaluate(cfg, command_line_overrides())
     except (ConfigError, SandboxUnavailable) as e:
-        log.error("eval stopped: %s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        stop(str(e), log, "eval stopped")
