@@ -146,6 +146,8 @@ def test_cli_reports_bad_values_and_unknown_keys_in_one_line(corpus_dir, tmp_pat
     assert bad.returncode == 1
     assert "error: data.fim_rate=1.5 must be between 0 and 1" in bad.stderr
     assert "Traceback" not in bad.stderr
+    assert (bad.stdout + bad.stderr).count("must be between 0 and 1") == 1, "said once, not logged and printed"
+    assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == [], "a refused run leaves no directory"
     unknown = run_train_py("data.fim_rat=0.5", cwd=tmp_path)
     assert unknown.returncode != 0
     assert "Key 'fim_rat' is not in struct" in unknown.stderr

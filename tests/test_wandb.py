@@ -64,3 +64,18 @@ def test_resuming_continues_the_same_wandb_run(compose_train, corpus_dir, tmp_pa
     assert run_id(second_log) == run_id(first_log)
     steps = [row["trainer/global_step"] for row in history(second_log) if "train/loss" in row]
     assert min(steps) >= 5  # the resumed run continues from step 5
+
+
+def test_online_without_an_api_key_stops_in_one_line_before_training(compose_train, corpus_dir, tmp_path, monkeypatch):
+    """No key, no WANDB_MODE, no terminal to ask on: a ConfigError naming the remedy (train.py prints it as one
+    line), raised before the first step, not wandb's traceback from inside the fit."""
+    from santacoder.errors import ConfigError
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    cfg = compose_train(*small(corpus_dir, "trainer.max_steps=3", "logger.wandb.offline=false"))
+    with pytest.raises(ConfigError, match=r"logger=wandb could not start a W&B run \(.*API key.*WANDB_MODE=offline"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from santacoder.checkpoints.discovery import refuse_unresumable, resolve_resume
 from santacoder.checkpoints.format import read_meta
 from santacoder.checkpoints.storage import read_checkpoint
 from santacoder.conf.instantiate import build
-from santacoder.errors import ConfigError, OutOfSpaceError, is_disk_full
+from santacoder.errors import ConfigError, OutOfSpaceError, is_disk_full, stop
 from santacoder.training import signals
 from santacoder.training.callbacks import NonFiniteLossError, StopOnSignal
 from santacoder.training.preflight import check_devices, refuse_multirun_with_ddp, resolve_model_config
@@ -75,9 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.accumulate_grad_batches,
     )
     log.info("model: %s parameters", f"{model.model.num_params():,}")
-    for lg in trainer.loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
+    _log_config(trainer, cfg)
     fit(trainer, model, datamodule, ckpt)
     _finish_wandb(trainer)
 
@@ -112,6 +110,21 @@ def fit(trainer: L.Trainer, model, datamodule, ckpt: Path | None) -> None:
         raise SystemExit(status) from None
     finally:
         signals.uninstall()
+
+
+def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Every logger's first call, before training: W&B starts its run here, so a missing login is reported now,
+    in one line, not as a traceback from inside wandb (on a terminal wandb asks for the key itself)."""
+    for lg in trainer.loggers:
+        try:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        except Exception as e:
+            if type(e).__name__ != "UsageError" or not type(e).__module__.startswith("wandb"):
+                raise
+            raise ConfigError(
+                f"logger=wandb could not start a W&B run ({e}); or log offline with WANDB_MODE=offline "
+                "(upload later with `wandb sync <run dir>/wandb/offline-run-*`)"
+            ) from None
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
@@ -149,17 +162,28 @@ def main(cfg: DictConfig) -> dict[str, float]:
     try:
         return train(cfg)
     except ConfigError as e:
-        log.error("invalid configuration: %s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _remove_untouched_run_dir(cfg)
+        stop(str(e), log, "invalid configuration")
     except NonFiniteLossError as e:
-        log.error("training stopped: %s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        stop(str(e), log, "training stopped")
     except OSError as e:
         if not is_disk_full(e):
             raise
         message = e.strerror if isinstance(e, OutOfSpaceError) else f"{e.strerror}: {e.filename or e}"
-        log.error("training stopped: %s", message)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        stop(message, log, "training stopped")
+
+
+@rank_zero_only
+def _remove_untouched_run_dir(cfg: DictConfig) -> None:
+    """A new run refused before any work leaves no directory behind: it holds only Hydra's config copy and the
+    log. A run directory being resumed, or holding anything else, is never touched."""
+    run = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path") or not run.is_dir():
+        return
+    if {p.name for p in run.iterdir()} <= {".hydra", f"{cfg.task_name}.log"}:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            if Path(handler.baseFilename).parent == run:  # Hydra's log file: closed, or it would be made again
+                handler.close()
+                root.removeHandler(handler)
+        shutil.rmtree(run, ignore_errors=True)
