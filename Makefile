@@ -50,11 +50,12 @@ browser: ## Install Chromium from the OS packages for the demo's browser test (r
 			echo "could not install chromium; the demo's browser test will skip"; \
 		fi; }
 
-bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios); writes bench/results.md (~4 min on 2 cores)
-	$(BIN)/python -m santacoder.bench $(ARGS)
+# Generated outputs go under logs/ (ignored by git); UPDATE=1 writes the committed ones the README shows.
+bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios) -> logs/bench/results.md (UPDATE=1: bench/results.md; ~4 min)
+	$(BIN)/python -m santacoder.bench $(if $(UPDATE),--update) $(ARGS)
 
-figures: $(STAMP) ## Redraw docs/figures/ from real runs: make train's loss curve (newest run) and the attention benchmark
-	$(BIN)/python scripts/figures.py $(ARGS)
+figures: $(STAMP) ## Figures from real runs (newest validated make train run, attention, demo) -> logs/figures/ (UPDATE=1: docs/figures/)
+	$(BIN)/python scripts/figures.py $(if $(UPDATE),--update) $(ARGS)
 
 lab: $(STAMP) ## Start JupyterLab on notebooks/ with the project's venv as its kernel (installs jupyterlab on first use)
 	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q "jupyterlab>=4"

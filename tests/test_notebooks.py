@@ -51,26 +51,45 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
 
 
 @pytest.mark.integration
-def test_figures_are_drawn_from_a_run(compose_train, corpus_dir, tmp_path):
+def test_figures_are_drawn_from_the_newest_run_that_validated(corpus_dir, data_dir, tmp_path):
+    """`make figures` after the README's `trainer.max_steps=20` example (a run shorter than one validation
+    interval, so without val/loss) draws the newest run that validated, into logs/figures, not docs/figures."""
     import subprocess
     import sys
+
+    from hydra.core.global_hydra import GlobalHydra
 
     import run_overrides
     from santacoder.training.task import train
 
-    cfg = compose_train(*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "trainer.max_steps=20",
-                        "trainer.val_check_interval=10", "trainer.log_every_n_steps=2", "model.config.n_layer=1",
-                        "callbacks.progress_bar.refresh_rate=0")  # fmt: skip
-    train(cfg)
+    runs = tmp_path / "logs" / "train" / "runs"
+    common = [*run_overrides.data(corpus_dir, seq_len=32, batch_size=4), "trainer.log_every_n_steps=2",
+              "model.config.n_layer=1", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    for name, steps in (
+        ("validated", "trainer.max_steps=20 trainer.val_check_interval=10"),
+        ("short", "trainer.max_steps=6"),
+    ):
+        train(run_overrides.compose_config("train", runs / name, data_dir, *common, *steps.split()))
+        GlobalHydra.instance().clear()
+    assert "val/loss" not in json.loads((runs / "short" / "metrics.json").read_text())
     script = Path(__file__).resolve().parents[1] / "scripts" / "figures.py"
-    out = tmp_path / "figures"
-    cmd = [sys.executable, str(script), "--run", cfg.paths.output_dir, "--out", str(out), "--seq-lens", "32", "64"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(script), "--seq-lens", "32", "64"], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"from {runs / 'validated'}" in done.stdout and "skipped 1 newer run(s) without val/loss" in done.stdout
     from santacoder.bench import browser
 
+    out = tmp_path / "logs" / "figures"  # the default: logs/ of the project root (PROJECT_ROOT), ignored by git
     names = ["loss_curve.png", "attention.png"] + (["demo.png"] if browser.chromium() else [])
     for name in names:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # a run named by --run draws whatever it has; a directory that is not a run gets one line
+    short = subprocess.run([sys.executable, str(script), "--run", str(runs / "short"), "--out", str(tmp_path / "f"),
+                            "--seq-lens", "32"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert short.returncode == 0, short.stderr[-2000:]
     missing = subprocess.run([sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True)
-    assert missing.returncode != 0 and "has no CSV log" in missing.stderr
+    assert missing.returncode != 0 and "has no CSV log" in missing.stderr and "Traceback" not in missing.stderr
+    (runs / "validated" / "metrics.json").unlink()
+    none = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert none.returncode == 1 and "no finished run that validated" in none.stderr, none.stderr[-2000:]
