@@ -103,6 +103,12 @@ def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_co
     assert sorted(p.name for p in checkpoints.glob("step_*.ckpt")) == ["step_000014.ckpt", "step_000021.ckpt"]
     assert len(list(checkpoints.glob("best_step_*.ckpt"))) == 1
     assert not list(checkpoints.glob(".*"))
+    # a best file of the last step, written after last.ckpt (as a run whose last validation is its best does):
+    # a run directory still resumes from last.ckpt, the name a user expects
+    best = checkpoints / "best_step_000025.ckpt"
+    shutil.copy(checkpoints / "last.ckpt", best)
+    os.utime(best, ns=(time.time_ns() + 10**9,) * 2)
+    assert discovery.resolve_resume(str(cfg.paths.output_dir), cfg.paths.output_dir) == checkpoints / "last.ckpt"
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, a filesystem other than $TMPDIR")

@@ -27,9 +27,10 @@ from santacoder.inference.completion import FILL_MARKER, infill_prompt, stream_g
 def add_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="describe a checkpoint: layout, shape, parameter count, dtype",
+        help="describe a checkpoint: layout, shape, parameter count, dtype, step, val/loss, tokenizer",
         description="Describe a checkpoint without loading its weights: layout, model shape, parameter count "
-        "(tied LM head counted once) and the dtype its weights are stored in.",
+        "(tied LM head counted once), the dtype its weights are stored in, and for a training checkpoint its step, "
+        "last val/loss and whether it carries its tokenizer.",
     )
     parser.add_argument("path", help="a .ckpt of this project, a Hugging Face directory, or a Megatron-LM checkpoint")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
@@ -55,6 +56,7 @@ def run_info(args: argparse.Namespace) -> int:
         ("n_positions", c.n_positions),
         ("parameters", f"{info.num_params:,} ({info.num_params / 1e6:.1f}M, tied LM head counted once)"),
         ("dtype", str(info.dtype).removeprefix("torch.")),
+        *info.details.items(),
     ]
     for name, value in rows:
         print(f"{name + ':':<13}{value}")

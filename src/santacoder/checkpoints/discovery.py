@@ -34,11 +34,25 @@ def checkpoints_in(directory: Path) -> list[Path]:
 
 
 def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None) -> Path | None:
-    """The newest checkpoint of ``directory`` that reads, matches its checksum and can be resumed, or None."""
+    """The newest checkpoint of ``directory`` that reads, matches its checksum and can be resumed, or None.
+    ``last.ckpt`` wins over a file of the same step written after it (``best_step_<n>.ckpt`` at the end of a
+    run): the same state, under the name a user expects a run to resume from."""
     for path in checkpoints_in(Path(directory)):
         if path != exclude and _is_good(path):
+            last = path.parent / "last.ckpt"
+            if path.name != last.name and last != exclude and last.is_file() and _step(last) >= _step(path):
+                if _is_good(last):
+                    return last
             return path
     return None
+
+
+def _step(path: Path) -> int:
+    """The optimizer step a checkpoint was written at (its header only; -1 when unreadable)."""
+    try:
+        return int(read_checkpoint(path).get("global_step", -1))
+    except ConfigError:
+        return -1
 
 
 def checkpoint_dir(run_or_dir: Path) -> Path:

@@ -20,7 +20,7 @@ naming the tensor, never with a half-loaded model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -177,8 +177,9 @@ def load_tokenizer(path: str | Path, fim_tokens: FIMTokens | None = None) -> Cod
 
 def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | str | Path | None = None) -> Path:
     """Write ``model`` as a transformers GPTBigCode directory that ``AutoModelForCausalLM.from_pretrained`` loads
-    with identical logits (``config.json``, ``model.safetensors``), and with ``tokenizer`` (a ``CodeTokenizer`` or
-    any path ``load_tokenizer`` reads) the files ``AutoTokenizer`` reads. Returns ``out_dir``."""
+    with identical logits (``config.json``, ``generation_config.json``, ``model.safetensors``), and with
+    ``tokenizer`` (a ``CodeTokenizer`` or any path ``load_tokenizer`` reads) the files ``AutoTokenizer`` reads,
+    padding with the FIM pad token on the left. Returns ``out_dir``."""
     if tokenizer is not None and not isinstance(tokenizer, CodeTokenizer):
         tokenizer = load_tokenizer(tokenizer)
     return hf.save_hf(model, out_dir, tokenizer=tokenizer)
@@ -201,6 +202,7 @@ class CheckpointInfo:
     config: GPTConfig
     num_params: int  # tied LM head counted once
     dtype: torch.dtype  # as stored
+    details: dict[str, str] = field(default_factory=dict)  # step, val/loss, tokenizer, where the layout knows
 
     def to_dict(self) -> dict:
         return {
@@ -211,6 +213,7 @@ class CheckpointInfo:
             "head_dim": self.config.head_dim,
             "num_params": self.num_params,
             "dtype": str(self.dtype).removeprefix("torch."),
+            **self.details,
         }
 
 
@@ -224,7 +227,15 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         config=checkpoint.config,
         num_params=checkpoint.num_params(),
         dtype=checkpoint.dtype,
+        details=checkpoint.details or _beside_tokenizer(checkpoint.path),
     )
+
+
+def _beside_tokenizer(path: Path) -> dict[str, str]:
+    """For layouts without training state: whether a tokenizer.json lies beside the weights."""
+    folder = path if path.is_dir() else path.parent
+    found = (folder / "tokenizer.json").is_file()
+    return {"tokenizer": "tokenizer.json beside it" if found else "none: pass --tokenizer <tokenizer.json>"}
 
 
 def convert(

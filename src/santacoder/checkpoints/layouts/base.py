@@ -4,7 +4,7 @@ only on demand, in this project's parameter names), and the check that a stored 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ class Checkpoint:
     config: GPTConfig
     dtype: torch.dtype  # the dtype the weights are stored in
     read_weights: Callable[[], dict[str, torch.Tensor]]  # this project's names; the tied lm_head left out
+    # what a layout knows beyond the model, for `santacoder info`: training step, last val/loss, tokenizer
+    details: dict[str, str] = field(default_factory=dict)
 
     def num_params(self) -> int:
         """Parameters of the model the checkpoint describes (tied LM head counted once)."""

@@ -11,6 +11,7 @@ import torch
 
 from santacoder.checkpoints.format import (
     MODEL_PREFIX,
+    TOKENIZER_KEY,
     attach_tokenizer,
     model_config,
     model_weights,
@@ -34,7 +35,32 @@ def open_checkpoint(path: Path) -> Checkpoint:
     weights = model_weights(obj)
     wte = weights.get(WTE)
     dtype = wte.dtype if wte is not None else torch.float32
-    return Checkpoint(LAYOUT, path, config, dtype, lambda: drop_tied_head(dict(weights), source))
+    checkpoint = Checkpoint(LAYOUT, path, config, dtype, lambda: drop_tied_head(dict(weights), source))
+    checkpoint.details = training_details(obj)
+    return checkpoint
+
+
+def training_details(obj: dict) -> dict[str, str]:
+    """Where training was when the file was written: its step, the last and best ``val/loss`` that Lightning's
+    checkpoint callback saw (none before the first validation, or in a file written by ``convert``), and whether
+    the file carries its tokenizer."""
+    details = {"step": str(obj.get("global_step", "?"))}
+    for name, state in (obj.get("callbacks") or {}).items():
+        if name.startswith("ModelCheckpoint") and "val/loss" in name and isinstance(state, dict):
+            current, best = state.get("current_score"), state.get("best_model_score")
+            if current is not None:
+                text = f"{float(current):.4f}"
+                if best is not None and float(best) != float(current):
+                    text += f" (best {float(best):.4f}: {Path(str(state.get('best_model_path', ''))).name})"
+                details["val/loss"] = text
+    details.setdefault("val/loss", "none recorded (not validated yet, or not a training checkpoint)")
+    tokenizer = obj.get(TOKENIZER_KEY)
+    details["tokenizer"] = (
+        "carried inside (generate, infill, eval and convert need nothing else)"
+        if tokenizer is not None
+        else "none inside: pass --tokenizer <tokenizer.json> to generate, infill and convert"
+    )
+    return details
 
 
 def save_checkpoint(model: GPT, path: str | Path, tokenizer: CodeTokenizer | None = None) -> Path:
