@@ -3,6 +3,8 @@ asserts what it shows) fails its test. Committed notebooks hold no outputs. `mak
 
 import json
 import os
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -14,10 +16,19 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 FIGURES = {"01_data_and_fim": 2, "02_model_and_attention": 2, "03_runs_and_infilling": 1}
 
 
-def execute(path: Path, tmp_path: Path, timeout: int = 300) -> nbformat.NotebookNode:
+def execute(path: Path, tmp_path: Path, timeout: int = 300, parameters: dict | None = None,
+            env: dict | None = None) -> nbformat.NotebookNode:  # fmt: skip
+    """Run the notebook in a kernel of this interpreter, in ``tmp_path``. ``parameters`` are assigned after the
+    notebook's parameters cell (its first code cell), as a reader editing that cell would; ``env`` is the kernel's
+    environment (default: this one with PROJECT_ROOT=tmp_path, so whatever a notebook keeps lands there)."""
     nb = nbformat.read(path, as_version=4)
+    if parameters:
+        cell = next(c for c in nb.cells if c.cell_type == "code")
+        cell.source += "\n" + "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    if env is None:
+        env = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
     # the kernel draws inline, as in JupyterLab (an inherited MPLBACKEND=Agg would draw nothing)
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | {"WANDB_MODE": "offline"}
+    env = {k: v for k, v in env.items() if k != "MPLBACKEND"} | {"WANDB_MODE": "offline"}
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.km = client.create_kernel_manager()
     client.start_new_kernel(env=env)  # the kernel runs this interpreter (the project's venv)
@@ -28,6 +39,11 @@ def execute(path: Path, tmp_path: Path, timeout: int = 300) -> nbformat.Notebook
     finally:
         client._cleanup_kernel()
     return nb
+
+
+# what a test changes in a notebook's parameters: 01's default corpus, the whole standard library, would take
+# minutes to tokenize without make train's cache; a package of it takes seconds
+PARAMETERS = {"01_data_and_fim": {"SOURCE": str(Path(sysconfig.get_paths()["stdlib"]) / "email"), "VOCAB_SIZE": 1024}}
 
 
 def test_there_are_notebooks():
@@ -45,7 +61,9 @@ def test_committed_notebooks_hold_no_outputs(path):
 @pytest.mark.integration
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
-    nb = execute(path, tmp_path)
+    before = set(Path(tempfile.gettempdir()).glob("nb*"))
+    nb = execute(path, tmp_path, parameters=PARAMETERS.get(path.stem))
+    assert set(Path(tempfile.gettempdir()).glob("nb*")) <= before, "no temporary directory left (nb01-, nb03-)"
     images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images == FIGURES[path.stem], "every figure the notebook draws is shown, once"
 
