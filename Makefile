@@ -3,6 +3,9 @@
 SHELL := /bin/bash
 
 PYTHON ?= python3.11
+# where torch comes from: empty = the package index (on Linux x86-64 the CUDA build); for a machine without a
+# GPU: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,10 +18,11 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned. From PyPI on Linux x86-64, torch==2.13.0 is the CUDA build (several GB); this
-	# project's build machines keep a CPU build of that version on local disk, which pip prefers there.
-	# A looser spec (torch>=2.5) could pull another multi-GB build of a different version.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first, pinned. From PyPI on Linux x86-64, torch==2.13.0 is the CUDA build (its wheel plus
+	# several GB of CUDA libraries); TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU build (a 192 MB wheel)
+	# from PyTorch's own index instead. This project's build machines keep a CPU build on local disk, which pip
+	# prefers there. A looser spec (torch>=2.5) could pull another multi-GB build of a different version.
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
