@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from layouts import (  # tests/layouts.py, shared with test_interop.py
 )
 from santacoder.checkpoints.layouts.project import save_checkpoint
 from santacoder.checkpoints.loading import load
+from santacoder.checkpoints.storage import read_checkpoint
 from santacoder.cli import main
 from santacoder.text.tokenizer import train_tokenizer
 
@@ -53,10 +55,28 @@ def test_info_prints_layout_shape_and_parameter_count(layouts, layout, capsys):
     assert fields["vocab_size"] == "131" and fields["n_positions"] == "37"
     assert fields["parameters"].startswith(f"{layouts['num_params']:,} ")
     assert fields["dtype"] == ("float16" if layout == "megatron" else "float32")
+    assert fields["tokenizer"].startswith("none")  # none carried inside, none beside it
+    if layout == "lightning":  # written by save_checkpoint: weights, no training state
+        assert fields["step"] == "0" and fields["val/loss"].startswith("none recorded")
 
     assert main(["info", "--json", str(layouts["paths"][layout])]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["layout"], info["num_params"], info["config"]["n_head"]) == (layout, layouts["num_params"], 5)
+
+
+def test_info_of_a_training_checkpoint_gives_its_step_val_loss_and_tokenizer(capsys):
+    """What a user asks of a run first: how far it got, how good it was, and whether it is self-contained."""
+    run = Path(__file__).resolve().parent / "data" / "legacy_run" / "run"  # a run of commit 7c63784
+    assert main(["info", str(run)]) == 0
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in capsys.readouterr().out.splitlines())}
+    last = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    score = next(v["current_score"] for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert fields["step"] == str(last["global_step"]) == "6"
+    assert fields["val/loss"] == f"{float(score):.4f}"
+    assert fields["tokenizer"].startswith("carried inside")
+    assert main(["info", "--json", str(run / "checkpoints" / "step_000003.ckpt")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] == "3" and info["val/loss"].startswith("none recorded")  # saved before the validation
 
 
 def test_convert_megatron_to_hf_and_ckpt(layouts, tmp_path, capsys):
