@@ -178,3 +178,30 @@ def test_compose_from_python_needs_no_hydra_run_and_builds_what_train_builds(mon
     assert build(cfg, "trainer").max_steps == cfg.trainer.max_steps
     with pytest.raises(ConfigError, match="no nope.yaml"):
         santacoder.compose(config_name="nope")
+
+
+def test_a_run_saved_with_the_environment_root_reads_without_it(monkeypatch):
+    """Runs saved before the root was recorded keep ${oc.env:PROJECT_ROOT}; read from a notebook (no such
+    variable) their paths resolve to this checkout, where train.py would have put them."""
+    from santacoder.conf.compose import REPO
+    from santacoder.conf.run_config import load_run_config
+
+    run = Path(__file__).resolve().parent / "data" / "legacy_run" / "run"
+    assert "${oc.env:PROJECT_ROOT}" in (run / ".hydra" / "config.yaml").read_text()
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    cfg = load_run_config(run)
+    assert cfg.paths.data_dir == str(REPO / "data") and cfg.paths.output_dir == str(run)
+    monkeypatch.setenv("PROJECT_ROOT", "/elsewhere")
+    assert load_run_config(run).paths.log_dir == "/elsewhere/logs"
+
+
+def test_entry_points_record_the_root_on_their_command_line(monkeypatch):
+    from santacoder.conf.run_config import record_root_dir
+
+    monkeypatch.setenv("PROJECT_ROOT", "/proj")
+    argv = ["train.py", "trainer.max_steps=2"]
+    record_root_dir(argv)
+    assert argv == ["train.py", "trainer.max_steps=2", "paths.root_dir=/proj"]
+    given = ["train.py", "paths.root_dir=/mine"]
+    record_root_dir(given)
+    assert given == ["train.py", "paths.root_dir=/mine"]  # the user's own value stays
