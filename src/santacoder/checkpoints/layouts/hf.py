@@ -16,10 +16,12 @@ Both may store the causal-mask buffers ``attn.bias`` / ``attn.masked_bias``; the
 read from safetensors when present (no pickle at all), else from ``pytorch_model.bin`` with a weights-only
 load; an ``*.index.json`` names the shards of a sharded checkpoint.
 
-``save_hf`` writes the GPTBigCode layout, and the tokenizer files transformers' ``AutoTokenizer`` reads
-(a ``PreTrainedTokenizerFast``): ``tokenizer.json`` carries the BPE itself; ``tokenizer_config.json`` and
-``special_tokens_map.json`` name ``<|endoftext|>`` as bos/eos/unk and the FIM tokens as additional special
-tokens, as bigcode's uploads do.
+``save_hf`` writes the GPTBigCode layout, a ``generation_config.json`` (bos/eos/pad ids; ``max_length`` the
+context, so that a default ``generate`` or ``pipeline`` call stops there instead of running out of position
+embeddings), and the tokenizer files transformers' ``AutoTokenizer`` reads (a ``PreTrainedTokenizerFast``):
+``tokenizer.json`` carries the BPE itself; ``tokenizer_config.json`` and ``special_tokens_map.json`` name
+``<|endoftext|>`` as bos/eos/unk and the FIM tokens as additional special tokens, as bigcode's uploads do, and
+the FIM pad token as the pad token, padding on the left (batched generation).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,8 +274,9 @@ def stored_dtype(files: list[Path]) -> torch.dtype:
 def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | None = None) -> Path:
     """Write ``model`` as a transformers GPTBigCode directory; ``AutoModelForCausalLM.from_pretrained`` loads it.
 
-    Writes ``config.json`` and ``model.safetensors`` (the tied ``lm_head`` is left out: transformers ties it
-    back to ``transformer.wte``), and with ``tokenizer`` the files ``AutoTokenizer`` reads. Returns ``out_dir``.
+    Writes ``config.json``, ``generation_config.json`` and ``model.safetensors`` (the tied ``lm_head`` is left
+    out: transformers ties it back to ``transformer.wte``), and with ``tokenizer`` the files ``AutoTokenizer``
+    reads. Returns ``out_dir``.
     """
     if not isinstance(model, GPT):
         raise ConfigError(f"save_hf expects a santacoder GPT, got {type(model).__name__}")
@@ -281,22 +285,45 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | None = N
         raise ConfigError(f"save_hf output {str(out_dir)!r} exists and is not a directory")
     if tokenizer is not None:
         tokenizer.check_fits(model.config.vocab_size)  # before anything is written
+    from transformers import GenerationConfig  # here: only exports need transformers (a second to import)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     bos_id = eos_id = SANTACODER_EOS_ID if model.config.vocab_size > SANTACODER_EOS_ID else None
+    # Without a tokenizer, eos doubles as pad (GPT-2's convention): transformers needs some pad id to fill the rows
+    # that finish early in a batch. A CodeTokenizer always has a FIM pad (it refuses tokenizers without the FIM
+    # tokens), and that is the better pad: training gives it no label, so the model never learns to produce it.
+    pad_id = eos_id
     if tokenizer is not None:
-        bos_id = eos_id = write_tokenizer_files(tokenizer, out_dir, model_max_length=model.config.n_positions)
+        write_tokenizer_files(tokenizer, out_dir, model_max_length=model.config.n_positions)
+        bos_id = eos_id = tokenizer.eod_id
+        pad_id = tokenizer.fim_pad_id
     state = {
         name: t.detach().to("cpu").contiguous()
         for name, t in model.state_dict().items()
         if name != LM_HEAD  # safetensors stores no shared tensors; transformers re-ties the head
     }
-    config = hf_config_dict(model.config, model.transformer.wte.weight.dtype, bos_id, eos_id)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    config_path = out_dir / "config.json"
+    config = hf_config_dict(model.config, model.transformer.wte.weight.dtype, bos_id, eos_id, pad_id)
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    # max_length is the context. Without it, transformers' text-generation pipeline asks for max_new_tokens=256 by
+    # default and runs past n_positions into an IndexError; it adds that default only where the model's generation
+    # config sets no max_length, so this bounds its default call (and generate()'s, otherwise 20 new tokens). The
+    # price: a call that passes max_new_tokens gets transformers' notice that both are set; max_new_tokens wins.
+    generation = GenerationConfig(
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, max_length=model.config.n_positions
+    )
+    generation.save_pretrained(out_dir)
+    weights = out_dir / "model.safetensors"
+    save_file(state, str(weights), metadata={"format": "pt"})
+    # safetensors writes through a private (0600) temporary file renamed into place, which would leave the weights
+    # the one file of the export that others cannot read: give them the mode open() gave config.json (the umask's).
+    shutil.copymode(config_path, weights)
     return out_dir
 
 
-def hf_config_dict(config: GPTConfig, dtype: torch.dtype, bos_id: int | None, eos_id: int | None) -> dict:
+def hf_config_dict(
+    config: GPTConfig, dtype: torch.dtype, bos_id: int | None, eos_id: int | None, pad_id: int | None
+) -> dict:
     """config.json of a ``GPTBigCodeForCausalLM`` computing exactly what our GPT computes."""
     dtype_name = str(dtype).removeprefix("torch.")
     return {
@@ -322,14 +349,15 @@ def hf_config_dict(config: GPTConfig, dtype: torch.dtype, bos_id: int | None, eo
         "use_cache": True,
         "bos_token_id": bos_id,
         "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
         # transformers >= 5 reads "dtype", earlier versions "torch_dtype"
         "dtype": dtype_name,
         "torch_dtype": dtype_name,
     }
 
 
-def write_tokenizer_files(tokenizer: CodeTokenizer, out_dir: Path, model_max_length: int) -> int:
-    """Write the tokenizer files into ``out_dir``; returns the id of ``<|endoftext|>`` (bos and eos)."""
+def write_tokenizer_files(tokenizer: CodeTokenizer, out_dir: Path, model_max_length: int) -> None:
+    """Write the tokenizer files into ``out_dir``: ``<|endoftext|>`` is bos and eos, the FIM pad the pad."""
     # A copy, because CodeTokenizer sets encode_special_tokens on its Tokenizer (corpus text that looks like
     # "<fim-prefix>" stays text); in transformers, prompts must be able to contain the FIM tokens.
     copy = Tokenizer.from_str(tokenizer.tokenizer.to_str())
@@ -340,16 +368,20 @@ def write_tokenizer_files(tokenizer: CodeTokenizer, out_dir: Path, model_max_len
         "bos_token": names.eod,
         "eos_token": names.eod,
         "unk_token": names.eod,
+        # The FIM pad carries no label in training, so padding with it never teaches or asks for anything.
+        "pad_token": names.pad,
         "additional_special_tokens": [names.prefix, names.middle, names.suffix, names.pad],
     }
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special,
         "model_max_length": model_max_length,
+        # A decoder-only model continues the last token of each row: batched prompts are padded on the left
+        # (with the attention mask), so `tokenizer(prompts, padding=True)` is ready for generate().
+        "padding_side": "left",
         "add_prefix_space": False,
         # Decoding must give back code exactly: no space "clean-up" around punctuation.
         "clean_up_tokenization_spaces": False,
     }
     for name, content in (("tokenizer_config.json", tokenizer_config), ("special_tokens_map.json", special)):
         (out_dir / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    return tokenizer.eod_id
