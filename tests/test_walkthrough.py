@@ -150,7 +150,9 @@ def test_the_readme_walkthrough_runs_as_written(project, run_dir, tmp_path):
     print(log.read_text()[-6000:], f"\nwalkthrough: {time.monotonic() - start:.0f} s")
     assert code == 0, log.read_text()[-4000:]
     out = log.read_text()
-    assert re.search(r"^step:\s+30$", out, re.MULTILINE) and re.search(r"^val/loss:\s+\d", out, re.MULTILINE)
+    final = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
+    assert re.search(r"^step:\s+30$", out, re.MULTILINE), "info: the step of last.ckpt"
+    assert re.search(rf"^val/loss:\s+{final:.4f}$", out, re.MULTILINE), "info: the run's final val/loss"
     assert re.search(r"^tokenizer:\s+carried", out, re.MULTILINE)
     assert re.search(r"^humaneval/canonical_pass@1\s+1\.0000$", out, re.MULTILINE), "the eval's positive control"
     assert (project / "demo.up").exists(), (project / "demo.log").read_text()[-2000:]

@@ -50,6 +50,7 @@ class CheckpointMeta:
     format_version: int = FORMAT_VERSION
     wandb_run_id: str | None = None  # the W&B run that wrote the file: resuming from it continues that run
     checksum: str | None = None  # "sha256:<hex>" of the contents (content_checksum); None: not recorded
+    val_loss: float | None = None  # the newest val/loss when the file was written (santacoder info); None: none yet
 
 
 def content_checksum(checkpoint: dict) -> str:

@@ -233,7 +233,12 @@ class SantaCoderLitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The W&B run is remembered so that resuming from this checkpoint continues it (see train.py)
         wandb_ids = [lg.version for lg in self.trainer.loggers if type(lg).__name__ == "WandbLogger"]
-        stamp(checkpoint, wandb_run_id=wandb_ids[0] if wandb_ids else None)
+        val_loss = self.trainer.callback_metrics.get("val/loss")  # the newest validation's, if any yet
+        stamp(
+            checkpoint,
+            wandb_run_id=wandb_ids[0] if wandb_ids else None,
+            val_loss=float(val_loss) if val_loss is not None else None,
+        )
         checkpoint[RNG_KEY] = self._rng_states()
         tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
         if tokenizer is not None:  # the checkpoint is usable on its own: santacoder.load_tokenizer(ckpt)

@@ -15,6 +15,7 @@ from santacoder.checkpoints.format import (
     attach_tokenizer,
     model_config,
     model_weights,
+    read_meta,
     seal,
     stamp,
 )
@@ -45,15 +46,19 @@ def training_details(obj: dict) -> dict[str, str]:
     checkpoint callback saw (none before the first validation, or in a file written by ``convert``), and whether
     the file carries its tokenizer."""
     details = {"step": str(obj.get("global_step", "?"))}
+    newest = read_meta(obj).val_loss
+    best, best_path = None, ""
     for name, state in (obj.get("callbacks") or {}).items():
         if name.startswith("ModelCheckpoint") and "val/loss" in name and isinstance(state, dict):
-            current, best = state.get("current_score"), state.get("best_model_score")
-            if current is not None:
-                text = f"{float(current):.4f}"
-                if best is not None and float(best) != float(current):
-                    text += f" (best {float(best):.4f}: {Path(str(state.get('best_model_path', ''))).name})"
-                details["val/loss"] = text
-    details.setdefault("val/loss", "none recorded (not validated yet, or not a training checkpoint)")
+            best, best_path = state.get("best_model_score"), Path(str(state.get("best_model_path") or "")).name
+            if newest is None:  # a file written before the format kept it: the callback's last score
+                newest = state.get("current_score")
+    if newest is None:
+        details["val/loss"] = "none recorded (not validated yet, or not a training checkpoint)"
+    else:
+        details["val/loss"] = f"{float(newest):.4f}"
+        if best is not None and float(best) < float(newest):
+            details["val/loss"] += f" (best {float(best):.4f}: {best_path})"
     tokenizer = obj.get(TOKENIZER_KEY)
     details["tokenizer"] = (
         "carried inside (generate, infill, eval and convert need nothing else)"
