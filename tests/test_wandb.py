@@ -66,16 +66,22 @@ def test_resuming_continues_the_same_wandb_run(compose_train, corpus_dir, tmp_pa
     assert min(steps) >= 5  # the resumed run continues from step 5
 
 
-def test_online_without_an_api_key_stops_in_one_line_before_training(compose_train, corpus_dir, tmp_path, monkeypatch):
-    """No key, no WANDB_MODE, no terminal to ask on: a ConfigError naming the remedy (train.py prints it as one
-    line), raised before the first step, not wandb's traceback from inside the fit."""
-    from santacoder.errors import ConfigError
+def test_online_without_an_api_key_stops_in_one_line_before_training(corpus_dir, tmp_path):
+    """No key, no WANDB_MODE, no terminal to ask on: train.py stops with one line naming the remedy, before the
+    first step, not with wandb's traceback from inside the fit. A process of its own: wandb reads its
+    environment once per process, and other tests here have started it offline."""
+    import os
+    import subprocess
+    import sys
 
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "NETRC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    cfg = compose_train(*small(corpus_dir, "trainer.max_steps=3", "logger.wandb.offline=false"))
-    with pytest.raises(ConfigError, match=r"logger=wandb could not start a W&B run \(.*API key.*WANDB_MODE=offline"):
-        train(cfg)
-    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    env |= {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "PROJECT_ROOT": str(tmp_path)}
+    script = Path(__file__).resolve().parents[1] / "train.py"
+    done = subprocess.run([sys.executable, str(script), *small(corpus_dir, "trainer.max_steps=3"),
+                           "logger.wandb.offline=false"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "logger=wandb could not start a W&B run" in errors[0], done.stderr[-3000:]
+    assert "API key" in errors[0] and "WANDB_MODE=offline" in errors[0] and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("logs/*/runs/*/checkpoints"))
