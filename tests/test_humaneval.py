@@ -22,16 +22,21 @@ PROBLEMS = list(read_problems().values())
 NONE_CUT = {"humaneval/truncated_prompts": 0.0, "humaneval/prompts_too_long": 0.0}
 
 
+def require_sandbox(reason: str = "the sandbox cannot be enforced here: ") -> None:
+    """Skip, saying why, where the sandbox cannot run (it fails closed)."""
+    try:
+        probe()
+    except SandboxUnavailable as e:
+        pytest.skip(f"{reason}{e}")
+
+
 def test_stop_sequences_cut_a_completion():
     assert cut_at_stops("    return 1\n\ndef other():\n", ("\ndef", "\nif")) == "    return 1\n"
     assert cut_at_stops("    return 1\n", ("\ndef",)) == "    return 1\n"
 
 
 def test_pass_at_k_of_canonical_and_wrong_samples():
-    try:
-        probe()
-    except SandboxUnavailable as e:
-        pytest.skip(f"the sandbox cannot be enforced here: {e}")
+    require_sandbox()
     problems = PROBLEMS[:3]
     samples = [
         {"task_id": p["task_id"], "completion_id": i, "completion": p["canonical_solution"] if i < k else "    pass\n"}
@@ -112,18 +117,12 @@ def test_a_long_prompt_keeps_the_function_to_complete_or_scores_failed(tokenizer
     assert calls == []  # no garbled prompt
     assert samples == read_samples(out) == [
         {"task_id": "HumanEval/32", "completion_id": i, "completion": ""} for i in range(2)]  # fmt: skip
-    try:
-        probe()
-    except SandboxUnavailable as e:
-        pytest.skip(f"the cut is checked; scoring needs the sandbox, which cannot be enforced here: {e}")
+    require_sandbox("the cut is checked; scoring needs the sandbox, which cannot be enforced here: ")
     assert [r["passed"] for r in execute_samples([problem], samples, timeout=10)] == [False, False]
 
 
 def test_the_canonical_solutions_are_a_positive_control_of_the_sandbox():
-    try:
-        probe()
-    except SandboxUnavailable as e:
-        pytest.skip(f"the sandbox cannot be enforced here: {e}")
+    require_sandbox()
     problems = PROBLEMS[:3]
     assert canonical_control(problems, timeout=10) == (1.0, [])
     broken = [problems[0], {**problems[1], "canonical_solution": "    return []\n"}, problems[2]]
