@@ -68,7 +68,7 @@ def test_new_checkpoints_carry_the_version_and_no_runtime_choices(tmp_path):
     stored = read_checkpoint(tmp_path / "new.ckpt")
     # saved by a bare Trainer (no AtomicCheckpointIO): no checksum recorded
     assert stored["santacoder"] == {"format_version": FORMAT_VERSION, "wandb_run_id": None, "checksum": None,
-                                    "val_loss": None}  # fmt: skip
+                                    "val_loss": None, "val_step": None}  # fmt: skip
     assert stored["hyper_parameters"]["config"] == FORMAT0_CONFIG.to_dict()  # every field, no attn_impl
     assert not {"attn_impl", "activation_checkpointing", "compile"} & set(stored["hyper_parameters"])
     rebuilt = SantaCoderLitModule.load_from_checkpoint(tmp_path / "new.ckpt", map_location="cpu", weights_only=True)

@@ -21,6 +21,7 @@ import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from helpers_disk import FailingWriter
 from santacoder import ConfigError
 from santacoder.checkpoints import discovery, storage
+from santacoder.checkpoints.loading import inspect_checkpoint
 from santacoder.checkpoints.storage import read_checkpoint
 from santacoder.training.callbacks import NonFiniteLossError
 from santacoder.training.checkpoint_io import AtomicCheckpointIO
@@ -100,6 +101,10 @@ def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_co
     train(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 25
+    # santacoder info: the newest validation a file saw, and that it ran before the file's own step
+    details = inspect_checkpoint(checkpoints / "last.ckpt").details
+    assert details["step"] == "25"
+    assert details["val/loss"].endswith("(validated at step 20, before this file was written)")
     assert sorted(p.name for p in checkpoints.glob("step_*.ckpt")) == ["step_000014.ckpt", "step_000021.ckpt"]
     assert len(list(checkpoints.glob("best_step_*.ckpt"))) == 1
     assert not list(checkpoints.glob(".*"))

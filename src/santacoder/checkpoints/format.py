@@ -51,6 +51,7 @@ class CheckpointMeta:
     wandb_run_id: str | None = None  # the W&B run that wrote the file: resuming from it continues that run
     checksum: str | None = None  # "sha256:<hex>" of the contents (content_checksum); None: not recorded
     val_loss: float | None = None  # the newest val/loss when the file was written (santacoder info); None: none yet
+    val_step: int | None = None  # the step that validation ran at (a save at a step can come before its validation)
 
 
 def content_checksum(checkpoint: dict) -> str:

@@ -165,6 +165,7 @@ class SantaCoderLitModule(L.LightningModule):
         self.scheduler_cfg = scheduler
         self.decay_embeddings = bool(decay_embeddings)
         self.val_loss = MeanMetric()
+        self.last_validation: tuple[float | None, int | None] = (None, None)  # (val/loss, step), for checkpoints
         self.flops_per_batch: int | None = None  # read by the throughput monitor (one micro batch, one device)
         self.analytic_flops_per_batch: float | None = None
 
@@ -212,6 +213,8 @@ class SantaCoderLitModule(L.LightningModule):
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
+        if not self.trainer.sanity_checking:  # for the checkpoints written after it (santacoder info)
+            self.last_validation = (float(loss), self.trainer.global_step)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The configured optimizer over this module's weight-decay groups (also what the benchmarks step)."""
@@ -233,12 +236,8 @@ class SantaCoderLitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The W&B run is remembered so that resuming from this checkpoint continues it (see train.py)
         wandb_ids = [lg.version for lg in self.trainer.loggers if type(lg).__name__ == "WandbLogger"]
-        val_loss = self.trainer.callback_metrics.get("val/loss")  # the newest validation's, if any yet
-        stamp(
-            checkpoint,
-            wandb_run_id=wandb_ids[0] if wandb_ids else None,
-            val_loss=float(val_loss) if val_loss is not None else None,
-        )
+        val_loss, val_step = self.last_validation  # this process's newest validation, if any yet
+        stamp(checkpoint, wandb_run_id=wandb_ids[0] if wandb_ids else None, val_loss=val_loss, val_step=val_step)
         checkpoint[RNG_KEY] = self._rng_states()
         tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
         if tokenizer is not None:  # the checkpoint is usable on its own: santacoder.load_tokenizer(ckpt)

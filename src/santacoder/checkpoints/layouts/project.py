@@ -46,7 +46,8 @@ def training_details(obj: dict) -> dict[str, str]:
     checkpoint callback saw (none before the first validation, or in a file written by ``convert``), and whether
     the file carries its tokenizer."""
     details = {"step": str(obj.get("global_step", "?"))}
-    newest = read_meta(obj).val_loss
+    meta = read_meta(obj)
+    newest = meta.val_loss
     best, best_path = None, ""
     for name, state in (obj.get("callbacks") or {}).items():
         if name.startswith("ModelCheckpoint") and "val/loss" in name and isinstance(state, dict):
@@ -57,6 +58,8 @@ def training_details(obj: dict) -> dict[str, str]:
         details["val/loss"] = "none recorded (not validated yet, or not a training checkpoint)"
     else:
         details["val/loss"] = f"{float(newest):.4f}"
+        if meta.val_step is not None and meta.val_step != obj.get("global_step"):
+            details["val/loss"] += f" (validated at step {meta.val_step}, before this file was written)"
         if best is not None and float(best) < float(newest):
             details["val/loss"] += f" (best {float(best):.4f}: {best_path})"
     tokenizer = obj.get(TOKENIZER_KEY)
