@@ -18,13 +18,14 @@ def is_resumable(checkpoint: dict) -> bool:
     return "optimizer_states" in checkpoint and "loops" in checkpoint
 
 
-def _is_good(path: Path) -> bool:
+def _good_step(path: Path) -> int | None:
+    """The step of a checkpoint that reads, matches its checksum and can be resumed; None for any other file."""
     try:
         checkpoint = read_checkpoint(path, check_contents=True)
     except ConfigError as e:
         log.warning("skipping %s: %s", path, e)
-        return False
-    return is_resumable(checkpoint)
+        return None
+    return int(checkpoint.get("global_step", -1)) if is_resumable(checkpoint) else None
 
 
 def checkpoints_in(directory: Path) -> list[Path]:
@@ -38,21 +39,16 @@ def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None) -
     ``last.ckpt`` wins over a file of the same step written after it (``best_step_<n>.ckpt`` at the end of a
     run): the same state, under the name a user expects a run to resume from."""
     for path in checkpoints_in(Path(directory)):
-        if path != exclude and _is_good(path):
-            last = path.parent / "last.ckpt"
-            if path.name != last.name and last != exclude and last.is_file() and _step(last) >= _step(path):
-                if _is_good(last):
-                    return last
-            return path
+        step = None if path == exclude else _good_step(path)
+        if step is None:
+            continue
+        last = path.parent / "last.ckpt"
+        if path != last and last != exclude and last.is_file():
+            last_step = _good_step(last)  # at least as far: the same state, under the name users expect
+            if last_step is not None and last_step >= step:
+                return last
+        return path
     return None
-
-
-def _step(path: Path) -> int:
-    """The optimizer step a checkpoint was written at (its header only; -1 when unreadable)."""
-    try:
-        return int(read_checkpoint(path).get("global_step", -1))
-    except ConfigError:
-        return -1
 
 
 def checkpoint_dir(run_or_dir: Path) -> Path:
