@@ -283,6 +283,8 @@ def case_mounts_cannot_be_made_writable_or_removed(backend):
         "    print('wrote /usr')\n"
         "except OSError:\n"
         "    pass\n"
+        f"bound = ['/', '/usr', {os.path.realpath(sys.base_prefix)!r}, '/etc/ld.so.cache']\n"
+        "print('writable mounts', [p for p in bound if os.path.exists(p) and not os.statvfs(p).f_flag & 1])\n"
         "print('processes', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
     )
     outcome = run_sandboxed(body, 10, backend=backend)
@@ -290,7 +292,10 @@ def case_mounts_cannot_be_made_writable_or_removed(backend):
     calls = ("mount_setattr", "remount_rw", "umount_proc", "mount_tmpfs")
     refused = bool(lines) and eval(lines[0]) == dict.fromkeys(calls, -1)  # noqa: S307 (its own output: a dict)
     pids = eval(lines[-1].removeprefix("processes ")) if lines else []  # noqa: S307
-    held = outcome.status == "passed" and refused and "wrote /usr" not in outcome.stdout and len(pids) <= 3
+    read_only = "writable mounts []" in outcome.stdout
+    held = (
+        outcome.status == "passed" and refused and read_only and "wrote /usr" not in outcome.stdout and len(pids) <= 3
+    )
     return held, outcome.stdout.strip() + outcome.stderr[-300:]
 
 
@@ -491,7 +496,8 @@ def run(backend: str, names: list[str] | None = None) -> dict[str, tuple[bool, s
     """Every case (or those named) with ``backend``, in a fresh home directory of this user (its files, a
     ``.bashrc`` among them, are the victims; the real home is never touched)."""
     global HOME
-    HOME = Path(tempfile.mkdtemp(prefix="pack-home-"))
+    # outside /tmp, which the sandbox covers with its own anyway: a home it would see if it saw the host's files
+    HOME = Path(tempfile.mkdtemp(prefix="pack-home-", dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None))
     results = {}
     for name, function in CASES.items():
         if names is None or name in names:
