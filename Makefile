@@ -32,27 +32,29 @@ train: $(STAMP) ## Train a tiny SantaCoder with FIM on the Python standard libra
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP) ## Run the test suite CI runs: units and integration tests (not the slow tier)
-	@$(MAKE) -s browser
+	@$(MAKE) -s os-packages
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-fast: $(STAMP) ## Run the unit tier only, for the edit loop (under 2 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow and not integration" $(ARGS)
 
-test-slow: $(STAMP) ## Run everything, with the slow tier (all 164 HumanEval programs, the compiled benchmark)
-	@$(MAKE) -s browser
+test-slow: $(STAMP) ## Run everything, with the slow tier (the compiled benchmark)
+	@$(MAKE) -s os-packages
 	$(BIN)/python -m pytest $(ARGS)
 
-# The demo's browser test drives the OS's Chromium. Installed here when make runs as root with apt (as in CI);
-# anywhere else, or if the install fails, that one test skips and says how to install it. Never fails the target.
-browser: ## Install Chromium from the OS packages for the demo's browser test (root with apt only)
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing chromium with apt-get for the demo's browser test"; \
-			export DEBIAN_FRONTEND=noninteractive; \
-			apt-get install -y -q chromium >/dev/null 2>&1 || \
-			{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
-			echo "could not install chromium; the demo's browser test will skip"; \
-		fi; }
+# Two tests need programs from the OS: the demo's browser test drives Chromium, and the sandbox's pack runs with
+# bubblewrap as well as unshare. Both are installed here when make runs as root with apt (as in CI); anywhere
+# else, or if the install fails, those tests skip and say how to install them. Never fails the target.
+OS_PACKAGES := chromium:chromium bwrap:bubblewrap
+os-packages: ## Install Chromium and bubblewrap from the OS packages for the tests that use them (root with apt only)
+	@missing=""; for pair in $(OS_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing with apt-get for the tests that use them"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null 2>&1; } || \
+		echo "could not install$$missing; the tests that need them will skip"; \
+	fi
 
 # Generated outputs go under logs/ (ignored by git); UPDATE=1 writes the committed ones the README shows.
 bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios) -> logs/bench/results.md (UPDATE=1: bench/results.md; ~4 min)
@@ -96,4 +98,4 @@ clean: ## Remove caches and logs (keeps .venv and data/)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache wandb
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install train test test-fast test-slow browser bench figures lab test-slurm lint format clean gpu-wheels
+.PHONY: help install train test test-fast test-slow os-packages bench figures lab test-slurm lint format clean gpu-wheels

@@ -1,6 +1,7 @@
 """The sandbox's adversarial pack: programs a sampled completion can contain or an attacker would write.
 
-Each case runs in the evaluator's own process as whatever user runs this file, and returns (held, detail).
+Each case runs in the evaluator's own process as whatever user runs this file, and returns (held, detail);
+held is None where the case does not apply to this user or machine (the detail says why).
 ``tests/test_sandbox.py`` runs the pack as root and, dropped to another uid, as an ordinary user, with each
 backend present. Run by hand: ``python tests/sandbox_pack.py bwrap`` (prints one JSON object).
 """
@@ -426,6 +427,28 @@ def case_a_fork_bomb_is_bounded(backend):
 def case_a_100_gb_allocation_fails_inside(backend):
     outcome = run_sandboxed("x = bytearray(100 * 2**30)\n", 10, backend=backend)
     return outcome.status == "failed" and "MemoryError" in outcome.reason, outcome.reason
+
+
+@case
+def case_the_whole_programs_memory_is_capped_where_a_cgroup_can_be_made(backend):
+    if os.geteuid() != 0 or not _hierarchies():
+        return None, "no cgroup can be made here (not root, or no memory controller): memory is capped per process"
+    # four children, each under its own 512 MiB address-space limit, together over the program's 512 MiB cap
+    body = (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(4):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = b'x' * (300 * 2**20)\n"
+        "        time.sleep(2)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "print([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children])\n"
+    )
+    outcome = run_sandboxed(body, 30, limits=Limits(memory_bytes=512 * 2**20), backend=backend)
+    codes = eval(outcome.stdout.strip() or "[]")  # noqa: S307 (its own output: a list of ints)
+    return len(codes) == 4 and codes.count(0) <= 1, f"exit codes of the four children: {codes}"
 
 
 @case

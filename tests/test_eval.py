@@ -95,6 +95,7 @@ def test_humaneval_counts_the_prompts_its_context_cuts_and_runs_a_positive_contr
         probe()
     except SandboxUnavailable as e:
         pytest.skip(f"the sandbox cannot be enforced here: {e}")
+    caplog.set_level("INFO", logger="santacoder.evaluation.task")
     problems = read_problems()
     problems["HumanEval/1"] = {**problems["HumanEval/1"], "canonical_solution": "    return []\n"}
     monkeypatch.setattr(eval_task, "read_problems", lambda: problems)
@@ -109,6 +110,9 @@ def test_humaneval_counts_the_prompts_its_context_cuts_and_runs_a_positive_contr
     assert "humaneval: 0 of 3 prompts cut to the function to complete" in caplog.text
     assert "3 too long even so (scored failed): n_positions=64 less max_new_tokens=8 leaves 56" in caplog.text
     assert "the sandbox or harness is broken: HumanEval/1 (failed: AssertionError)" in caplog.text
+    sandbox = json.loads((tmp_path / "eval" / "eval.json").read_text())["sandbox"]  # what enforced the numbers
+    assert sandbox["backend"].split()[0] in ("bwrap", "unshare") and sandbox["network"].startswith("none")
+    assert f"humaneval: sandbox {sandbox['backend']} as {sandbox['user']}" in caplog.text
     samples = humaneval.read_samples(tmp_path / "eval" / "humaneval_samples.jsonl")
     assert [(s["task_id"], s["completion"]) for s in samples] == [(f"HumanEval/{i}", "") for i in range(3)]
 

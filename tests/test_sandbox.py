@@ -63,12 +63,15 @@ def pack(user: str, backend: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration  # about 25 s per user and backend
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("user", USERS)
 @pytest.mark.parametrize("case", list(sandbox_pack.CASES))
 def test_the_pack_holds(case, user, backend):
     require(backend)
     held, detail = pack(user, backend)[case]
+    if held is None:
+        pytest.skip(detail)
     assert held, detail
 
 
@@ -100,6 +103,7 @@ def test_human_evals_check_correctness_agrees_on_every_verdict_of_the_pack(backe
     assert verdicts["correct"][:2] == (True, True) and sum(v[1] for v in verdicts.values()) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_canonical_humaneval_solution_passes_and_a_wrong_one_fails(backend):
     require(backend)

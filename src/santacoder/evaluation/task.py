@@ -22,7 +22,7 @@ from santacoder.errors import ConfigError, stop
 from santacoder.evaluation import humaneval
 from santacoder.evaluation.fim_single_line import corpus_line_tasks, exact_match, humaneval_line_tasks
 from santacoder.evaluation.perplexity import perplexity
-from santacoder.evaluation.sandbox import SandboxUnavailable
+from santacoder.evaluation.sandbox import SandboxUnavailable, describe
 from santacoder.inference.completion import infill_prompt, stream_generate
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,15 @@ def fim_tasks(cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> l
     return corpus_line_tasks(corpus, data["val_fraction"], task.lines_per_file, cfg.seed)
 
 
-def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_dir: Path) -> dict:
+def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_dir: Path, details: dict) -> dict:
     if not cfg.allow_code_execution:
         log.warning("humaneval skipped: it runs generated code; set allow_code_execution=true to run it in the sandbox")
         return {}
+    # before any sampling: where the promised guarantees cannot be given, stop now (SandboxUnavailable)
+    details["sandbox"] = sandbox = describe()
+    log.info("humaneval: sandbox %s as %s", sandbox["backend"], sandbox["user"])
+    for key in ("filesystem", "network", "processes", "memory", "syscalls", "capabilities", "verdict"):
+        log.info("humaneval: sandbox %s: %s", key, sandbox[key])
     problems = list(read_problems().values())[: task.limit or None]
     room = model.config.n_positions - task.max_new_tokens
     fits = humaneval.count_fits(tokenizer, problems, room)
@@ -172,6 +177,7 @@ def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[s
     if unknown:
         raise ConfigError(f"tasks {sorted(unknown)} are unknown; the tasks are perplexity, fim_single_line, humaneval")
     metrics: dict[str, float] = {}
+    details: dict = {}  # what eval.json records beside the metrics (the sandbox's guarantees)
     for name, task in cfg.tasks.items():
         if not task.enabled:
             continue
@@ -181,17 +187,17 @@ def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[s
         elif name == "fim_single_line":
             metrics.update(run_fim_single_line(model, tokenizer, cfg, task, overrides or {}))
         else:
-            metrics.update(run_humaneval(model, tokenizer, cfg, task, output_dir))
-    report(cfg, metrics, output_dir)
+            metrics.update(run_humaneval(model, tokenizer, cfg, task, output_dir, details))
+    report(cfg, metrics, output_dir, details)
     return metrics
 
 
-def report(cfg: DictConfig, metrics: dict[str, float], output_dir: Path) -> None:
+def report(cfg: DictConfig, metrics: dict[str, float], output_dir: Path, details: dict | None = None) -> None:
     width = max((len(k) for k in metrics), default=6)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
     lines += [f"{k:<{width}}  {v:.0f}" if k.endswith(COUNTS) else f"{k:<{width}}  {v:.4f}" for k, v in metrics.items()]
     print("\n".join(lines))
-    result = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics}
+    result = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics} | (details or {})
     (output_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", output_dir / "eval.json")
     for name in cfg.get("logger") or {}:
