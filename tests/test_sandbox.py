@@ -3,6 +3,24 @@ for the user running the suite and, when that is root, for an ordinary user too;
 ``check_correctness`` agrees with ours on every verdict of the pack; HumanEval's canonical solutions pass.
 
 A backend that cannot run here is skipped with its reason (the sandbox fails closed: nothing runs then).
+
+Each guard was removed once, as root on the 2-core Intel Xeon VM, and the pack cases meant to catch it failed:
+
+- the evaluator trusting exit status 0: ``os_exit_0``, ``fork_parent_exits_0``, ``forged_report``; plus the
+  runner letting SystemExit through: ``sys_exit_0``, ``exit``, ``quit``, ``raise_system_exit``;
+- no seccomp filter (each backend): ``no_new_namespace_or_privilege``, ``unix_sockets_are_refused``;
+- capabilities kept (unshare): ``mounts_cannot_be_made_writable_or_removed``, ``no_new_namespace_or_privilege``;
+- bound mounts left writable (unshare): ``mounts_cannot_be_made_writable_or_removed``;
+- the evaluator's environment passed on: ``the_evaluators_environment_does_not_leak``;
+- the host's whole filesystem bound (bwrap): ``no_file_in_the_users_home_is_read``;
+- no death signal (prelude and bwrap's ``--die-with-parent``; each backend):
+  ``killing_the_evaluator_kills_its_programs``;
+- output kept whole: ``a_gigabyte_of_output_costs_the_evaluator_no_memory``;
+- one cgroup shared by all programs: ``correct_programs_pass_beside_fork_heavy_ones``;
+- no cgroup: ``the_whole_programs_memory_is_capped_where_a_cgroup_can_be_made``;
+- root keeping root: ``no_new_namespace_or_privilege`` (bwrap keeps capabilities for root); with no cgroup
+  either (unshare): ``a_fork_bomb_is_bounded``;
+- no kill at the timeout: ``a_setsid_program_waiting_forever_is_killed_at_its_timeout`` (the evaluator hangs).
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ from santacoder.evaluation.sandbox.cgroups import ProgramCgroup, remove_leftover
 __all__ = ["Limits", "Outcome", "SandboxUnavailable", "describe", "probe", "run_sandboxed"]
 
 PRELUDE = (Path(__file__).parent / "prelude.py").read_text()
-SETUP_FAILED = 97
 # as root, each program runs as a uid of its own, drawn from 2**24 that no system allocates (systemd's "unused"
 # range below its foreign-uid range), so that neither rlimits nor files are shared with anything else
 PROGRAM_UIDS = range(0x70000000, 0x70000000 + 2**24)
@@ -92,8 +91,9 @@ class _Tail:
 
 
 def _memory_file(name: str, data: bytes) -> int:
-    """An anonymous file holding ``data``, read from its start (not close-on-exec: the namespace tool reads it)."""
-    fd = os.memfd_create(name, 0)
+    """An anonymous file holding ``data``, read from its start. Close-on-exec like every descriptor here, so that
+    programs started at the same time from other threads do not inherit it; ``pass_fds`` gives it to its own."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -130,6 +130,9 @@ def run_sandboxed(program: str | bytes, timeout: float, limits: Limits | None = 
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds,
                 env=backends.ENVIRONMENT, cwd="/", start_new_session=True,
             )  # fmt: skip
+        except BaseException:
+            os.close(report_read)
+            raise
         finally:
             for fd in fds:  # the child holds its copies: the report pipe sees EOF once the program's side is gone
                 os.close(fd)
