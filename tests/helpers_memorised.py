@@ -1,10 +1,11 @@
 """The positive control shared by the generation and evaluation tests: a tiny model trained, in seconds, until it
 knows four HumanEval problems by heart. Trained once per session (conftest's ``memorised`` fixture).
 
-It is trained on each problem as the eval reads it (the prompt and the solution each encoded on its own: a prompt
-ends with a newline, which the whole text's BPE would merge with the solution's indentation) and on PSM and SPM
-segments whose middle is one line, in training's own layout (``fim_prompt``). Training stops once greedy
-decoding gives back every line of every solution in both layouts and every solution after its prompt.
+It is trained on whole-file text, as pretraining data is: each problem's prompt and solution as one text, encoded
+whole (from its first character: what the harness's stripped prompt is a prefix of), and PSM and SPM segments
+whose middle is one line, in training's own layout (``fim_prompt``). Training stops once greedy decoding gives
+back every line of every solution in both layouts and every solution after its stripped prompt (the harness's,
+which ends where a file's text can end a token: before the newline).
 """
 
 from __future__ import annotations
@@ -37,13 +38,22 @@ class Memorised:
     steps: int
 
 
+def whole_text(problem: dict) -> str:
+    return (problem["prompt"] + problem["canonical_solution"]).lstrip()
+
+
+def continuation(problem: dict) -> str:
+    """What follows the harness's (stripped) prompt in the whole text: the newline, then the solution."""
+    return whole_text(problem)[len(problem["prompt"].strip()) :]
+
+
 def training_sample(problem: dict, tokenizer: CodeTokenizer, rng: np.random.Generator) -> list[int]:
     def encode(part: str) -> list[int]:
         return tokenizer.encode_bytes(part.encode("utf-8"))
 
     draw = rng.random()
     if draw < 1 / 3:
-        return encode(problem["prompt"]) + encode(problem["canonical_solution"]) + [tokenizer.eod_id]
+        return encode(whole_text(problem)) + [tokenizer.eod_id]
     text = problem["prompt"] + problem["canonical_solution"]
     starts = [0] + [i + 1 for i, c in enumerate(text[:-1]) if c == "\n"]
     lo = starts[rng.integers(len(starts))]
@@ -58,7 +68,7 @@ def knows_everything(model: GPT, tokenizer: CodeTokenizer, problems: list[dict],
         return middle.split("\n", 1)[0]
 
     return all(line(t, mode) == t.middle for t in tasks for mode in ("psm", "spm")) and all(
-        complete(model, tokenizer, p["prompt"], max_new_tokens=4 * MAX_NEW_TOKENS) == p["canonical_solution"]
+        complete(model, tokenizer, p["prompt"].strip(), max_new_tokens=4 * MAX_NEW_TOKENS) == continuation(p)
         for p in problems
     )
 

@@ -88,9 +88,9 @@ def test_eval_reproduces_the_runs_val_loss_and_reports_every_task(trained_run, t
 def test_humaneval_counts_the_prompts_its_context_cuts_and_runs_a_positive_control(
     trained_run, tmp_path, caplog, capsys, monkeypatch
 ):
-    """The run's model has 64 positions: with 8 new tokens no HumanEval prompt fits, even cut to its function; each
-    is counted, scored failed and said in one line. The canonical solutions run in the same sandbox: one broken
-    on purpose lowers the control and is named."""
+    """The run's model has 64 positions, all the budget there is: no HumanEval prompt fits in 63, even cut to its
+    function; each is counted, scored failed and said in one line. The canonical solutions run in the same
+    sandbox: one broken on purpose lowers the control and is named."""
     try:
         probe()
     except SandboxUnavailable as e:
@@ -101,35 +101,97 @@ def test_humaneval_counts_the_prompts_its_context_cuts_and_runs_a_positive_contr
     monkeypatch.setattr(eval_task, "read_problems", lambda: problems)
     cfg = compose_eval(tmp_path, f"ckpt_path={trained_run}", "device=cpu", "allow_code_execution=true",
                        "tasks.perplexity.enabled=false", "tasks.fim_single_line.enabled=false",
-                       "tasks.humaneval.limit=3", "tasks.humaneval.max_new_tokens=8")  # fmt: skip
+                       "tasks.humaneval.limit=3")  # fmt: skip
     metrics = evaluate(cfg)
     assert metrics == {"humaneval/pass@1": 0.0, "humaneval/canonical_pass@1": pytest.approx(2 / 3),
                        "humaneval/problems": 3.0, "humaneval/samples_per_problem": 1.0,
                        "humaneval/truncated_prompts": 0.0, "humaneval/prompts_too_long": 3.0}  # fmt: skip
     assert ["humaneval/prompts_too_long", "3"] in [line.split() for line in capsys.readouterr().out.splitlines()]
     assert "humaneval: 0 of 3 prompts cut to the function to complete" in caplog.text
-    assert "3 too long even so (scored failed): n_positions=64 less max_new_tokens=8 leaves 56" in caplog.text
+    assert (
+        "3 too long even so (scored failed): 64 tokens in all (max_length=512, n_positions=64) leave 63" in caplog.text
+    )
     assert "the sandbox or harness is broken: HumanEval/1 (failed: AssertionError)" in caplog.text
     sandbox = json.loads((tmp_path / "eval" / "eval.json").read_text())["sandbox"]  # what enforced the numbers
     assert sandbox["backend"].split()[0] in ("bwrap", "unshare") and sandbox["network"].startswith("none")
     assert f"humaneval: sandbox {sandbox['backend']} as {sandbox['user']}" in caplog.text
     samples = humaneval.read_samples(tmp_path / "eval" / "humaneval_samples.jsonl")
-    assert [(s["task_id"], s["completion"]) for s in samples] == [(f"HumanEval/{i}", "") for i in range(3)]
+    assert [(s["task_id"], s["completion"]) for s in samples[0]] == [(f"HumanEval/{i}", "") for i in range(3)]
+    harness = json.loads((tmp_path / "eval" / "eval.json").read_text())["humaneval"]  # the settings, on record
+    assert harness["strip_prompt"] and harness["max_length"] == 512 and harness["dtype"] == "float32"
+    assert harness["stops"] == list(humaneval.STOPS) and harness["model_calls"] == 0
 
 
 @pytest.mark.integration
 def test_a_model_that_knows_some_solutions_scores_full_marks_on_them(memorised, tmp_path):
-    """Positive control: a tiny model trained until it knows four HumanEval solutions infills each of their lines
-    through the eval's infiller and passes their tests (through the sandbox, when it can be enforced here)."""
+    """Positive control: a tiny model trained on whole-file text until it knows four HumanEval solutions infills
+    each of their lines through the eval's infiller, and completes each stripped prompt (the harness's) into a
+    program that passes its tests (through the sandbox, when it can be enforced here)."""
     model, tokenizer, problems = memorised.model, memorised.tokenizer, memorised.problems
     infill_line = fim_line_infiller(model, tokenizer, mode="psm", max_new_tokens=24)
     assert exact_match(memorised.line_tasks, infill_line) == {"fim/python/exact_match": 1.0, "fim/python/tasks": 9.0}
-    samples = humaneval.generate_samples(model, tokenizer, problems, tmp_path / "s.jsonl", n_samples=1,
-                                         temperature=0.0, top_p=None, max_new_tokens=24)  # fmt: skip
-    assert [s["completion"] for s in samples] == [p["canonical_solution"] for p in problems]
+    harness = humaneval.Harness(temperature=0.0, top_p=None)
+    samples, calls = humaneval.generate_samples(model, tokenizer, problems, tmp_path / "s.jsonl", harness)
+    assert [s["completion"] for s in samples] == ["\n" + p["canonical_solution"] for p in problems]
+    # each ends at <|endoftext|>, far before its budget (256 positions less the prompt): a forward pass per token
+    assert calls <= sum(len(tokenizer.encode(s["completion"])) + 2 for s in samples)
     try:
         probe()
     except SandboxUnavailable as e:
         pytest.skip(f"fim exact match 1.0; pass@1 needs the sandbox, which cannot be enforced here: {e}")
-    results = humaneval.execute_samples(problems, samples, timeout=10)
+    results = humaneval.execute_samples(humaneval.harness_problems(problems, harness), samples, timeout=10)
     assert humaneval.pass_at_ks(results) == {"humaneval/pass@1": 1.0}
+
+
+BAD_VALUES = [
+    ("allow_code_execution=no", "allow_code_execution='no' must be true or false"),
+    ("allow_code_execution=off", "allow_code_execution='off' must be true or false"),
+    ("tasks.humaneval.n_samples=0", "tasks.humaneval.n_samples=0 must be an integer >= 1"),
+    ("tasks.humaneval.temperature=-1", "tasks.humaneval.temperature=-1 must be a finite number >= 0.0"),
+    ("tasks.humaneval.temperature=nan", "tasks.humaneval.temperature=nan must be a finite number >= 0.0"),
+    ("tasks.humaneval.workers=0", "tasks.humaneval.workers=0 must be an integer >= 1"),
+    ("tasks.humaneval.limit=-1", "tasks.humaneval.limit=-1 must be an integer from 1 to 164 (or null: all)"),
+    ("tasks.humaneval.timeout=0", "tasks.humaneval.timeout=0 must be a finite number > 0.0"),
+    ("tasks.humaneval.top_p=1.5", "tasks.humaneval.top_p=1.5 must be a finite number > 0.0 and <= 1.0"),
+    ("tasks.humaneval.batch_size=0", "tasks.humaneval.batch_size=0 must be an integer >= 1"),
+    ("tasks.fim_single_line.mode=mps", "tasks.fim_single_line.mode='mps' must be one of psm, spm"),
+    ("dtype=int8", "dtype='int8' must be one of auto, fp32, bf16, fp16"),
+    ("device=bogus", "device='bogus' must be auto, cpu, cuda, cuda:N or mps"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_every_bad_value_is_refused_in_one_line_before_any_work(tmp_path, override, message):
+    from santacoder.errors import ConfigError
+    from santacoder.evaluation import settings
+
+    model = tmp_path / "model.ckpt"
+    model.write_bytes(b"")  # exists: the checks come before anything reads it
+    with pytest.raises(ConfigError) as error:
+        settings.check(compose_eval(tmp_path, f"ckpt_path={model}", override))
+    assert str(error.value) == message
+
+
+@pytest.mark.integration
+def test_eval_py_says_one_line_for_a_missing_or_wrong_checkpoint_and_runs_nothing(tmp_path):
+    """Through ``eval.py`` itself: a missing ``ckpt_path``, one that does not exist, a word for a boolean and a
+    FIM budget past the model's context each end in one line and exit status 1, with no traceback."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def eval_py(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(root / "eval.py"), f"hydra.run.dir={tmp_path / 'run'}",
+                               *overrides], capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    cases = {
+        (): "error: ckpt_path is required: python eval.py ckpt_path=<run dir | .ckpt | HF dir | Megatron dir>",
+        ("ckpt_path=/no/such/run",): "error: ckpt_path='/no/such/run' does not exist: give a run directory, a .ckpt, "
+                                     "a Hugging Face or a Megatron-LM checkpoint",
+        ("ckpt_path=/", "allow_code_execution=no"): "error: allow_code_execution='no' must be true or false",
+    }  # fmt: skip
+    for overrides, line in cases.items():
+        done = eval_py(*overrides)
+        assert (done.returncode, done.stderr.strip().splitlines()[-1:]) == (1, [line]), done.stderr
+        assert "Traceback" not in done.stderr

@@ -131,3 +131,27 @@ def test_samples_of_a_prompt_share_its_prefill_and_equal_separate_greedy_runs():
     assert torch.equal(out, alone.repeat_interleave(3, dim=0))  # greedy: every sample is the same
     sampled = generate(model, prompts, 6, num_samples=4, temperature=1.0, seed=0)
     assert sampled.shape == (8, 6) and len({tuple(r.tolist()) for r in sampled[:4]}) > 1
+
+
+def test_decoding_that_stops_at_stop_strings_equals_decoding_to_the_limit_then_cutting(tokenizer):
+    """Rows that meet a stop at different steps, sampled: the texts are those of decoding every row to its limit
+    and cutting at the first stop, and the batch ends once the last row has stopped (fewer forward passes)."""
+    from santacoder.inference.stopping import cut_at_stops, generate_until_stops
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=512, n_positions=128, n_embd=32, n_layer=2, n_head=4)).eval()
+    prompts = [tokenizer.encode("def f(x):\n"), tokenizer.encode("import os\nprint(os.getcwd())\n")]
+    limit, sampling = 60, dict(temperature=1.0, top_p=0.9, seed=3)
+    full = generate(model, prompts, limit, eos_id=tokenizer.eod_id, num_samples=2, **sampling)
+    texts = [tokenizer.decode([t for t in row if t != tokenizer.eod_id]) for row in full.tolist()]
+    # a stop early in one row and later in another: two characters of each row's own text
+    stops = [texts[0][3:5], texts[3][25:27]]
+    expected = [cut_at_stops(text, stops) for text in texts]
+    assert len({len(e) for e in expected}) > 1  # the rows stop at different places
+    result = generate_until_stops(model, tokenizer, prompts, limit, stops, num_samples=2, **sampling)
+    assert result.texts == expected
+    assert result.model_calls < limit
+    # one row stopping never cuts the batch short for the others; each prompt's own budget is kept
+    budgets = generate_until_stops(model, tokenizer, prompts, [5, 60], ["\x00never"], num_samples=2, **sampling)
+    first_five = [tokenizer.decode([t for t in row[:5] if t != tokenizer.eod_id]) for row in full.tolist()[:2]]
+    assert budgets.texts == first_five + texts[2:]

@@ -31,7 +31,8 @@ COMMENT = {"python": "#", "java": "//", "javascript": "//"}
 
 def line_tasks(task_id: str, prompt: str, solution: str, language: str = "python") -> list[LineTask]:
     """One task per maskable line of ``solution`` (the code after ``prompt``): not blank, not only a comment."""
-    lines = solution.splitlines(keepends=True)
+    lines = solution.split("\n")  # at newlines only: str.splitlines also splits at \r, \f, \x1c, ...
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     tasks = []
     for i, line in enumerate(lines):
         code = line.strip()

@@ -1,34 +1,69 @@
-"""HumanEval pass@k: sample completions, save them, then run them in the sandbox.
+"""HumanEval pass@k as BigCode's evaluation harness measures it (SantaCoder's and StarCoder's published numbers):
+the prompt stripped, its eight stop strings, 512 tokens in all; sample completions, save them, then run them in
+the sandbox.
 
-Generations are appended to a JSONL file as they are produced, before any is executed, so an interrupted eval
-resumes from them (a problem with all its samples on file is not generated again), and execution can be run
-again on its own. The ``n_samples`` of a problem share one prefill of its prompt. A prompt longer than the
-model's context is cut to the function to complete (``fit_prompt``), never to a garbled prompt.
+Problems are batched across problems (sorted by prompt length; a problem's ``n_samples`` share one prefill and
+are never split), and decoding stops once every row of a batch has reached a stop string
+(``santacoder.inference.stopping``), with exactly the text of decoding to the limit and cutting afterwards.
+
+Generations are written to a JSONL file before any is executed, each line carrying the fingerprint of the model,
+tokenizer and every setting that shapes a sample; a rerun into the same directory resumes from the samples with
+the current fingerprint only (others are moved aside to ``<file>.stale.jsonl``, said in one line), ignores samples
+of problems outside the current list, and skips (counting) lines that are not samples. The file is rewritten
+atomically before new samples are appended, so a kill at any moment loses at most the line being written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
 
 from santacoder.evaluation.execution import check_correctness
 from santacoder.evaluation.pass_at_k import mean_pass_at_k
-from santacoder.inference.generation import generate
+from santacoder.inference.stopping import cut_at_stops, generate_until_stops
 from santacoder.model.gpt import GPT
 from santacoder.text.tokenizer import CodeTokenizer
 
-# The stop sequences of Codex's HumanEval evaluation, which the SantaCoder paper used.
-STOPS = ("\ndef", "\nclass", "\nif", "\n#", "\nprint")
+__all__ = ["STOPS", "CODEX_STOPS", "Harness", "cut_at_stops", "generate_samples", "execute_samples"]
+
+# bigcode-evaluation-harness's `humaneval` task; Codex's (and this project's before) are the first five of them
+STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
+CODEX_STOPS = ("\ndef", "\nclass", "\nif", "\n#", "\nprint")
 
 
-def cut_at_stops(text: str, stops: Iterable[str]) -> str:
-    """``text`` up to the first stop sequence (exclusive)."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
+@dataclass(frozen=True)
+class Harness:
+    """Every setting that shapes a sample (all of them enter the samples' fingerprint)."""
+
+    n_samples: int = 1
+    temperature: float = 0.2
+    top_p: float | None = 0.95
+    strip_prompt: bool = True  # the harness's `humaneval` task; `humaneval-unstripped` keeps the final newline
+    stops: tuple[str, ...] = STOPS
+    max_length: int = 512  # tokens in all, prompt and completion (the harness's max_length_generation)
+    batch_size: int = 16  # rows per forward pass
+    seed: int = 0
+
+    def prompt(self, problem: dict) -> str:
+        return problem["prompt"].strip() if self.strip_prompt else problem["prompt"]
+
+    def budget(self, model: GPT) -> int:
+        return min(self.max_length, model.config.n_positions)
+
+
+def harness_problems(problems: list[dict], harness: Harness) -> list[dict]:
+    """The problems as the samples complete them: with the harness's prompt (stripped), so that the program run is
+    that prompt + completion + test, as the harness builds it."""
+    return [{**p, "prompt": harness.prompt(p)} for p in problems]
 
 
 def fit_prompt(tokenizer: CodeTokenizer, problem: dict, room: int) -> tuple[list[int] | None, str]:
@@ -57,16 +92,100 @@ def count_fits(tokenizer: CodeTokenizer, problems: list[dict], room: int) -> dic
     }
 
 
-def read_samples(path: Path) -> list[dict]:
+def model_fingerprint(model: GPT) -> str:
+    """A checksum of the weights (names, shapes, dtypes and bytes) and the architecture."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(asdict(model.config), sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(model_id: str, tokenizer: CodeTokenizer, harness: Harness) -> str:
+    settings = {"model": model_id, "tokenizer": tokenizer.fingerprint(), **asdict(harness)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _is_sample(line: object) -> bool:
+    return (
+        isinstance(line, dict)
+        and isinstance(line.get("task_id"), str)
+        and isinstance(line.get("completion_id"), int)
+        and isinstance(line.get("completion"), str)
+    )
+
+
+def read_samples(path: Path) -> tuple[list[dict], int]:
+    """The samples on file and how many lines are not samples (a cut last line of a killed run among them)."""
     if not path.is_file():
-        return []
-    samples = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return [], 0
+    samples, skipped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            samples.append(json.loads(line))
-        except json.JSONDecodeError:  # the last line of a killed run may be cut: that sample is drawn again
-            continue
-    return samples
+            parsed = json.loads(line)
+        except json.JSONDecodeError:
+            parsed = None
+        if _is_sample(parsed):
+            samples.append(parsed)
+        elif line.strip():
+            skipped += 1
+    return samples, skipped
+
+
+def _write_atomically(path: Path, samples: Iterable[dict]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        for sample in samples:
+            f.write(json.dumps(sample) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def resume(out: Path, problems: list[dict], fingerprint_: str, n_samples: int, log=None) -> dict[str, list[dict]]:
+    """The complete samples on file that the current model and settings made, by task id; the file rewritten
+    (atomically) with those, plus the current fingerprint's samples of problems outside this list; samples of
+    another fingerprint moved to ``<out>.stale.jsonl``."""
+    samples, skipped = read_samples(out)
+    current = [s for s in samples if s.get("fingerprint") == fingerprint_]
+    stale = [s for s in samples if s.get("fingerprint") != fingerprint_]
+    wanted = {p["task_id"] for p in problems}
+    by_task: dict[str, dict[int, dict]] = {}
+    for sample in current:
+        by_task.setdefault(sample["task_id"], {})[sample["completion_id"]] = sample
+    complete = {
+        t: [ids[i] for i in range(n_samples)] for t, ids in by_task.items() if set(range(n_samples)) <= ids.keys()
+    }
+    outside = [s for s in current if s["task_id"] not in wanted]
+    if log is not None and (stale or skipped or outside):
+        log.warning(
+            "humaneval: resuming from %s: %d samples of the current model and settings kept, %d of another model "
+            "or other settings moved to %s (not scored), %d of problems outside this run kept aside, "
+            "%d lines that are not samples skipped",
+            out, sum(len(v) for t, v in complete.items() if t in wanted), len(stale),
+            out.name + ".stale.jsonl", len(outside), skipped,
+        )  # fmt: skip
+    if stale:
+        with open(out.with_name(out.name + ".stale.jsonl"), "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(s) + "\n" for s in stale)
+    if samples or skipped:
+        kept = [s for t, v in complete.items() if t in wanted for s in v]
+        _write_atomically(out, kept + outside)
+    return {t: v for t, v in complete.items() if t in wanted}
+
+
+def _batches(rows: list[tuple[int, list[int]]], problems_per_batch: int, slack: int) -> list[list]:
+    """Consecutive problems sorted by prompt length, at most ``problems_per_batch`` per batch, and no wider spread
+    of lengths than ``slack``: the cache holds the longest prompt and the shortest one's whole budget."""
+    batches: list[list[tuple[int, list[int]]]] = []
+    for row in sorted(rows, key=lambda r: len(r[1])):
+        batch = batches[-1] if batches else None
+        if batch and len(batch) < problems_per_batch and len(row[1]) - len(batch[0][1]) <= slack:
+            batch.append(row)
+        else:
+            batches.append([row])
+    return batches
 
 
 def generate_samples(
@@ -74,51 +193,59 @@ def generate_samples(
     tokenizer: CodeTokenizer,
     problems: list[dict],
     out: Path,
+    harness: Harness,
     *,
-    n_samples: int,
-    temperature: float,
-    top_p: float | None,
-    max_new_tokens: int,
-    stops: Iterable[str] = STOPS,
-    seed: int = 0,
-    progress: Callable[[Iterable], Iterable] = lambda it: it,
-) -> list[dict]:
-    """``n_samples`` completions per problem, appended to ``out`` (JSONL: task_id, completion_id,
-    completion); problems already complete in ``out`` are kept as they are. A problem whose prompt cannot fit
-    (``fit_prompt``) gets empty completions, written like the others, without calling the model."""
+    model_id: str | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+    log=None,
+) -> tuple[list[dict], int]:
+    """``harness.n_samples`` completions of each of ``problems`` (as the harness prompts them), appended to ``out``
+    (JSONL: task_id, completion_id, completion, fingerprint) as each batch ends; and the forward passes made.
+    A problem whose prompt cannot fit (``fit_prompt``) gets empty completions without calling the model.
+    ``progress(n)`` is told each time n more problems are done."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[str, list[dict]] = {}
-    for sample in read_samples(out):
-        done.setdefault(sample["task_id"], []).append(sample)
-    complete = {t for t, s in done.items() if len({x["completion_id"] for x in s}) >= n_samples}
-    kept = [s for t in complete for s in sorted(done[t], key=lambda x: x["completion_id"])[:n_samples]]
-    with open(out, "w", encoding="utf-8") as f:  # rewritten without partial problems, then appended to
-        for sample in kept:
-            f.write(json.dumps(sample) + "\n")
-        for index, problem in enumerate(progress(problems)):
-            if problem["task_id"] in complete:
-                continue
-            prompt, _ = fit_prompt(tokenizer, problem, model.config.n_positions - max_new_tokens)
-            completions = [""] * n_samples  # the function's body left empty: its tests fail
-            if prompt is not None:
-                rows = generate(
-                    model,
-                    [prompt],
-                    max_new_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
-                    eos_id=tokenizer.eod_id,
-                    seed=seed + index,
-                    num_samples=n_samples,
-                )
-                rows = [row[: row.index(tokenizer.eod_id)] if tokenizer.eod_id in row else row for row in rows.tolist()]
-                completions = [cut_at_stops(tokenizer.decode(ids), stops) for ids in rows]
-            for completion_id, completion in enumerate(completions):
-                sample = {"task_id": problem["task_id"], "completion_id": completion_id, "completion": completion}
-                f.write(json.dumps(sample) + "\n")
-                kept.append(sample)
+    stamp = fingerprint(model_id or model_fingerprint(model), tokenizer, harness)
+    prompted = harness_problems(problems, harness)
+    done = resume(out, prompted, stamp, harness.n_samples, log)
+    progress(len(done))
+    budget = harness.budget(model)
+    rows, samples, calls = [], dict(done), 0
+    for index, problem in enumerate(prompted):
+        if problem["task_id"] in done:
+            continue
+        ids, _ = fit_prompt(tokenizer, problem, budget - 1)
+        if ids is None:  # the function's body left empty: its tests fail
+            samples[problem["task_id"]] = [
+                {"task_id": problem["task_id"], "completion_id": i, "completion": "", "fingerprint": stamp}
+                for i in range(harness.n_samples)
+            ]
+        else:
+            rows.append((index, ids))
+    with open(out, "a", encoding="utf-8") as f:
+        for problem in prompted:  # the prompts too long to ask about, in order
+            if problem["task_id"] in samples and problem["task_id"] not in done:
+                f.writelines(json.dumps(s) + "\n" for s in samples[problem["task_id"]])
+        progress(len(samples) - len(done))
+        per_batch = max(1, harness.batch_size // harness.n_samples)
+        for number, batch in enumerate(_batches(rows, per_batch, model.config.n_positions - budget)):
+            result = generate_until_stops(
+                model, tokenizer, [ids for _, ids in batch], [budget - len(ids) for _, ids in batch], harness.stops,
+                num_samples=harness.n_samples, temperature=harness.temperature, top_p=harness.top_p,
+                seed=harness.seed + number,
+            )  # fmt: skip
+            calls += result.model_calls
+            for position, (index, _) in enumerate(batch):
+                task_id = prompted[index]["task_id"]
+                texts = result.texts[position * harness.n_samples : (position + 1) * harness.n_samples]
+                samples[task_id] = [
+                    {"task_id": task_id, "completion_id": i, "completion": text, "fingerprint": stamp}
+                    for i, text in enumerate(texts)
+                ]
+                f.writelines(json.dumps(s) + "\n" for s in samples[task_id])
             f.flush()
-    return kept
+            progress(len(batch))
+    ordered = [s for p in prompted for s in samples[p["task_id"]]]
+    return ordered, calls
 
 
 def execute_samples(problems: list[dict], samples: list[dict], timeout: float, workers: int = 2) -> list[dict]:

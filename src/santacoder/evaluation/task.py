@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from santacoder.conf.instantiate import command_line_overrides
 from santacoder.conf.run_config import load_run_config
 from santacoder.data.corpus import Corpus
 from santacoder.errors import ConfigError, stop
-from santacoder.evaluation import humaneval
+from santacoder.evaluation import humaneval, settings
 from santacoder.evaluation.fim_single_line import corpus_line_tasks, exact_match, humaneval_line_tasks
 from santacoder.evaluation.perplexity import perplexity
 from santacoder.evaluation.sandbox import SandboxUnavailable, describe
@@ -117,6 +118,14 @@ def fim_tasks(cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> l
     return corpus_line_tasks(corpus, data["val_fraction"], task.lines_per_file, cfg.seed)
 
 
+def harness_settings(cfg: DictConfig, task: DictConfig) -> humaneval.Harness:
+    return humaneval.Harness(
+        n_samples=task.n_samples, temperature=float(task.temperature),
+        top_p=None if task.top_p is None else float(task.top_p), strip_prompt=task.strip_prompt,
+        stops=tuple(task.stops), max_length=task.max_length, batch_size=task.batch_size, seed=cfg.seed,
+    )  # fmt: skip
+
+
 def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_dir: Path, details: dict) -> dict:
     if not cfg.allow_code_execution:
         log.warning("humaneval skipped: it runs generated code; set allow_code_execution=true to run it in the sandbox")
@@ -126,31 +135,28 @@ def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_di
     log.info("humaneval: sandbox %s as %s", sandbox["backend"], sandbox["user"])
     for key in ("filesystem", "network", "processes", "memory", "syscalls", "capabilities", "verdict"):
         log.info("humaneval: sandbox %s: %s", key, sandbox[key])
+    harness = harness_settings(cfg, task)
+    details["humaneval"] = {**asdict(harness), "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     problems = list(read_problems().values())[: task.limit or None]
-    room = model.config.n_positions - task.max_new_tokens
-    fits = humaneval.count_fits(tokenizer, problems, room)
+    budget = harness.budget(model)
+    fits = humaneval.count_fits(tokenizer, humaneval.harness_problems(problems, harness), budget - 1)
     cut, too_long = int(fits["humaneval/truncated_prompts"]), int(fits["humaneval/prompts_too_long"])
     if cut or too_long:  # a small model's context: said once, not left to a table of zeros to explain
         log.warning(
             "humaneval: %d of %d prompts cut to the function to complete (imports and helpers dropped), %d too long "
-            "even so (scored failed): n_positions=%d less max_new_tokens=%d leaves %d prompt tokens",
-            cut, len(problems), too_long, model.config.n_positions, task.max_new_tokens, room,
+            "even so (scored failed): %d tokens in all (max_length=%d, n_positions=%d) leave %d prompt tokens",
+            cut, len(problems), too_long, budget, harness.max_length, model.config.n_positions, budget - 1,
         )  # fmt: skip
-    samples_file = output_dir / "humaneval_samples.jsonl"
-    samples = humaneval.generate_samples(
-        model,
-        tokenizer,
-        problems,
-        samples_file,
-        n_samples=task.n_samples,
-        temperature=task.temperature,
-        top_p=task.top_p,
-        max_new_tokens=task.max_new_tokens,
-        stops=list(task.stops),
-        seed=cfg.seed,
-        progress=lambda it: tqdm(it, desc="humaneval: sampling", file=sys.stderr),
+    bar = tqdm(total=len(problems), desc="humaneval: sampling", file=sys.stderr)
+    samples, calls = humaneval.generate_samples(
+        model, tokenizer, problems, output_dir / "humaneval_samples.jsonl", harness, progress=bar.update, log=log
     )
-    results = humaneval.execute_samples(problems, samples, task.timeout, task.workers)
+    bar.close()
+    details["humaneval"]["model_calls"] = calls
+    log.info("humaneval: %d samples from %d forward passes", len(samples), calls)
+    results = humaneval.execute_samples(
+        humaneval.harness_problems(problems, harness), samples, task.timeout, task.workers
+    )
     with open(output_dir / "humaneval_results.jsonl", "w", encoding="utf-8") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")
@@ -167,15 +173,22 @@ def run_humaneval(model, tokenizer, cfg: DictConfig, task: DictConfig, output_di
     return metrics | fits
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def evaluate(cfg: DictConfig, overrides: dict[str, str] | None = None) -> dict[str, float]:
+    settings.check(cfg)  # every value, before any work
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU: use device=cpu or auto")
+    dtype_name = cfg.get("dtype", "auto")
+    if dtype_name == "auto":  # bf16 on a GPU, as the harness's users run it; fp32 on a CPU, where bf16 is slow
+        dtype_name = "bf16" if device.startswith("cuda") else "fp32"
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(cfg.ckpt_path, device=device)
+    model = load(cfg.ckpt_path, device=device).to(DTYPES[dtype_name])
+    settings.check_against_model(cfg, model.config.n_positions)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.ckpt_path)
-    unknown = set(cfg.tasks) - {"perplexity", "fim_single_line", "humaneval"}
-    if unknown:
-        raise ConfigError(f"tasks {sorted(unknown)} are unknown; the tasks are perplexity, fim_single_line, humaneval")
     metrics: dict[str, float] = {}
     details: dict = {}  # what eval.json records beside the metrics (the sandbox's guarantees)
     for name, task in cfg.tasks.items():
@@ -209,8 +222,13 @@ def report(cfg: DictConfig, metrics: dict[str, float], output_dir: Path, details
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
-    """Hydra entry point: a ConfigError or SandboxUnavailable ends the eval with one line, exit status 1."""
+    """Hydra entry point: a ConfigError or SandboxUnavailable ends the eval with one line, exit status 1; Ctrl-C
+    with one line, exit status 130."""
     try:
         return evaluate(cfg, command_line_overrides())
     except (ConfigError, SandboxUnavailable) as e:
         stop(str(e), log, "eval stopped")
+    except KeyboardInterrupt:
+        # what was saved stays: samples on file are reused by a rerun into the same directory
+        print(f"interrupted: eval stopped; a rerun with hydra.run.dir={cfg.paths.output_dir} resumes", file=sys.stderr)
+        sys.exit(130)
