@@ -58,3 +58,12 @@ def test_the_same_task_from_the_held_out_files_of_any_corpus_per_language(tmp_pa
     assert metrics == {f"fim/{lang}/{key}": value for lang in ("java", "javascript", "python")
                        for key, value in (("exact_match", 1.0), ("tasks", 2.0))}  # fmt: skip
     assert corpus_line_tasks(corpus, val_fraction=1e-9) == []  # nothing held out, no task
+
+
+def test_lines_are_split_at_newlines_only():
+    """A form feed or carriage return inside a line (str.splitlines would split there) stays in its line."""
+    from santacoder.evaluation.fim_single_line import line_tasks
+
+    tasks = line_tasks("T/0", "def f():\n", "    a = '\x0c'\r\n    return a\n")
+    assert [t.middle for t in tasks] == ["    a = '\x0c'\r", "    return a"]
+    assert all(t.prefix + t.middle + t.suffix == "def f():\n    a = '\x0c'\r\n    return a\n" for t in tasks)
