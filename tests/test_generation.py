@@ -155,3 +155,10 @@ def test_decoding_that_stops_at_stop_strings_equals_decoding_to_the_limit_then_c
     budgets = generate_until_stops(model, tokenizer, prompts, [5, 60], ["\x00never"], num_samples=2, **sampling)
     first_five = [tokenizer.decode([t for t in row[:5] if t != tokenizer.eod_id]) for row in full.tolist()[:2]]
     assert budgets.texts == first_five + texts[2:]
+
+
+def test_a_tiny_temperature_samples_the_most_likely_token_instead_of_nan():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [50.0, -5.0, 49.0]])
+    for temperature in (1e-40, 1e-8):
+        drawn = sample_next(logits, temperature=temperature, generator=torch.Generator().manual_seed(0))
+        assert drawn.tolist() == [1, 0]

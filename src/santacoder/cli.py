@@ -7,21 +7,89 @@
     santacoder infill MODEL --prefix P --suffix S fill in the middle (or --file F with one <FILL-HERE>)
 
 Each subcommand registers itself in ``build_parser`` through an ``add_<name>`` function that sets the
-handler as ``func``; bad input (a ``ConfigError``) is printed as one line, without a traceback.
+handler as ``func``; bad input (a ``ConfigError``) is printed as one line, without a traceback, and so is Ctrl-C
+(exit status 130, what was streamed so far kept). Bad option values are argparse's errors, before anything loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
+import re
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from santacoder.checkpoints.loading import DTYPES, convert, inspect_checkpoint, load, load_tokenizer
+import torch
+
+from santacoder.checkpoints.loading import (
+    DTYPES,
+    convert,
+    inspect_checkpoint,
+    load,
+    load_tokenizer,
+    read_checkpoint_config,
+)
 from santacoder.errors import ConfigError
-from santacoder.inference.completion import FILL_MARKER, infill_prompt, stream_generate
+from santacoder.inference.completion import (
+    FILL_MARKER,
+    check_prompt_size,
+    infill_prompt,
+    stream_generate,
+)
+
+DEVICES = "cpu, cuda, cuda:N or mps"
+
+
+def _checked(convert, ok, requirement: str):
+    """An argparse type: the text converted, or argparse's one-line error naming it and what is asked."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+            if ok(value):
+                return value
+        except ValueError:  # not a number at all
+            pass
+        raise argparse.ArgumentTypeError(f"{text!r} is not {requirement}")
+
+    return parse
+
+
+TEMPERATURE = _checked(float, lambda t: 0 <= t < math.inf, "a finite number >= 0 (0: greedy)")
+TOP_P = _checked(float, lambda p: 0 < p <= 1, "a number in (0, 1], e.g. 0.95")  # NaN fails every comparison
+AT_LEAST_ONE = _checked(int, lambda n: n >= 1, "a whole number >= 1")
+SEED = _checked(int, lambda n: 0 <= n < 2**64, "a whole number from 0 to 2**64 - 1")  # what torch seeds take
+
+
+def _text(text: str) -> str:
+    """An argparse type: text the tokenizer can take (a terminal's invalid UTF-8 comes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("the text is not valid UTF-8; pass it in a UTF-8 --file") from None
+    return text
+
+
+def _device(text: str) -> str:
+    """An argparse type: a device torch can use on this machine, checked before a model is loaded onto it."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use {DEVICES}")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: torch finds no CUDA GPU on this machine; use --device cpu")
+        if int(text.partition(":")[2] or 0) >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    if text == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("'mps': torch finds no Apple GPU (MPS) on this machine; use --device cpu")
+    return text
 
 
 def add_info(subparsers: argparse._SubParsersAction) -> None:
@@ -104,7 +172,11 @@ def _source_tokenizer(source: Path):
 
 def run_convert(args: argparse.Namespace) -> int:
     tokenizer = args.tokenizer if args.tokenizer is not None else _source_tokenizer(Path(args.source))
-    written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype, force=args.force)
+    try:
+        written = convert(args.source, args.out, to=args.to, tokenizer=tokenizer, dtype=args.dtype, force=args.force)
+    except OSError as e:  # e.g. no permission to write there, or a full disk
+        where = f": {e.filename!r}" if e.filename else ""
+        raise ConfigError(f"cannot convert {args.source!r} to {args.out!r}: {e.strerror or e}{where}") from None
     print(f"wrote {written}")
     if tokenizer is None:
         print("note: no tokenizer written; pass --tokenizer path/to/tokenizer.json to include one", file=sys.stderr)
@@ -114,20 +186,20 @@ def run_convert(args: argparse.Namespace) -> int:
 def _add_model_and_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a run directory, a .ckpt, a Hugging Face directory or a Megatron-LM checkpoint")
     parser.add_argument("--tokenizer", help="tokenizer.json (default: the one the model carries or has beside it)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-new-tokens", type=AT_LEAST_ONE, default=128)
+    parser.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0: greedy (default)")
+    parser.add_argument("--top-k", type=AT_LEAST_ONE)
+    parser.add_argument("--top-p", type=TOP_P)
+    parser.add_argument("--seed", type=SEED)
     parser.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=_device, default="cpu", help=DEVICES)
 
 
 def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="continue a prompt, streaming the text")
     _add_model_and_sampling(parser)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompt", help="the text to continue")
+    source.add_argument("--prompt", type=_text, help="the text to continue")
     source.add_argument("--file", help="a file whose text is the prompt")
     parser.set_defaults(func=run_generate)
 
@@ -135,16 +207,37 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 def add_infill(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("infill", help="fill in the middle between a prefix and a suffix")
     _add_model_and_sampling(parser)
-    parser.add_argument("--prefix", help="the code before the gap")
-    parser.add_argument("--suffix", help="the code after the gap")
+    parser.add_argument("--prefix", type=_text, help="the code before the gap")
+    parser.add_argument("--suffix", type=_text, help="the code after the gap")
     parser.add_argument("--file", help=f"a file with one {FILL_MARKER} marker where the gap is")
     parser.add_argument("--mode", choices=("psm", "spm"), default="psm", help="FIM layout of the prompt")
     parser.set_defaults(func=run_infill)
 
 
-def _model_and_tokenizer(args: argparse.Namespace):
+def _model_and_tokenizer(args: argparse.Namespace, *prompt: str):
+    """The model and its tokenizer, checked in the order that costs least: the model path and its context (its
+    config only; a missing model is named as such, not as a missing tokenizer), then the ``prompt``'s parts
+    against that context in bytes, then the tokenizer and the weights."""
+    n_positions = read_checkpoint_config(args.model).n_positions
+    if prompt:
+        if args.max_new_tokens >= n_positions:
+            raise ConfigError(
+                f"--max-new-tokens {args.max_new_tokens} leaves no room for the prompt in the model's context of "
+                f"{n_positions} tokens (n_positions); ask for at most {n_positions - 1}"
+            )
+        check_prompt_size(n_positions, *prompt)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     return load(args.model, device=args.device), tokenizer
+
+
+def _check_fits(model, ids: list[int], max_new_tokens: int) -> None:
+    n_positions = model.config.n_positions
+    if len(ids) + max_new_tokens > n_positions:
+        advice = f"ask for at most {n_positions - len(ids)}" if len(ids) < n_positions else "shorten the prompt"
+        raise ConfigError(
+            f"the prompt is {len(ids)} tokens and --max-new-tokens is {max_new_tokens}: {len(ids) + max_new_tokens} "
+            f"is more than the model's context of {n_positions} tokens (n_positions); {advice}"
+        )
 
 
 def _sampling(args: argparse.Namespace) -> dict:
@@ -170,8 +263,11 @@ def _stream(pieces) -> int:
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
-    except ValueError as e:  # a prompt too long for the context, a bad sampling value
+    except ValueError as e:  # a value the sampler refuses
         raise ConfigError(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C: the text so far is kept and ends its line, as a finished one does
+        sys.stdout.write("\n")
+        raise
     sys.stdout.write("\n")
     return 0
 
@@ -180,10 +276,12 @@ def run_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else _read(args.file)
     if not prompt:
         raise ConfigError("the prompt is empty: give the code to continue")
-    model, tokenizer = _model_and_tokenizer(args)
+    model, tokenizer = _model_and_tokenizer(args, prompt)
     sampling = _sampling(args)
     max_new_tokens = sampling.pop("max_new_tokens")
-    return _stream(stream_generate(model, tokenizer, prompt, max_new_tokens, **sampling))
+    ids = tokenizer.encode(prompt)
+    _check_fits(model, ids, max_new_tokens)
+    return _stream(stream_generate(model, tokenizer, ids, max_new_tokens, **sampling))
 
 
 def split_at_marker(text: str) -> tuple[str, str]:
@@ -206,10 +304,11 @@ def run_infill(args: argparse.Namespace) -> int:
         raise ConfigError(f"give --prefix and --suffix, or --file with one {FILL_MARKER} marker")
     else:
         prefix, suffix = args.prefix or "", args.suffix or ""
-    model, tokenizer = _model_and_tokenizer(args)
+    model, tokenizer = _model_and_tokenizer(args, prefix, suffix)
     sampling = _sampling(args)
     max_new_tokens = sampling.pop("max_new_tokens")
     ids = infill_prompt(tokenizer, prefix, suffix, args.mode)
+    _check_fits(model, ids, max_new_tokens)
     return _stream(stream_generate(model, tokenizer, ids, max_new_tokens, **sampling))
 
 
@@ -217,7 +316,7 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help=f"a playground in the browser: continue code, or fill {FILL_MARKER}")
     parser.add_argument("model", help="a run directory, a .ckpt, a Hugging Face directory or a Megatron-LM checkpoint")
     parser.add_argument("--tokenizer", help="tokenizer.json (default: the one the model carries or has beside it)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=_device, default="cpu", help=DEVICES)
     parser.add_argument(
         "--host", help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1: this one)"
     )
@@ -242,12 +341,32 @@ def demo_address(host: str | None, port: int | None) -> tuple[str, int]:
     return host, port
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Bind the address once, before the model is loaded, so that a port in use or an unknown host is one line
+    at once rather than gradio's traceback after the loading."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gradio does: a port in TIME_WAIT is free
+            s.bind((host, port))
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:  # an unknown host, a port below 1024 without root, ...
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        with socket.socket(family) as s:
+            s.bind((host, 0))  # a port the system says is free now, to suggest
+            free = s.getsockname()[1]
+        raise ConfigError(
+            f"port {port} on {host} is in use (another server?); pass a free one, e.g. --port {free}"
+        ) from None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     try:  # gradio is an optional extra: imported only when the demo is asked for
         from santacoder.inference.demo import build_app, launch
     except ImportError as e:
         raise ConfigError(f"the demo needs gradio ({e}); install it with: pip install 'santacoder[demo]'") from None
     host, port = demo_address(args.host, args.port)  # checked before the model is loaded
+    check_can_listen(host, port)
     model, tokenizer = _model_and_tokenizer(args)
     print(f"SantaCoder playground on http://{host}:{port} (Ctrl-C stops it)", flush=True)
     launch(build_app(model, tokenizer), host=host, port=port)
@@ -272,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"santacoder {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was printed stays; the shell's status for SIGINT, 128 + 2
+        print(f"santacoder {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def convert(
     out = Path(out).expanduser()
     if to == "ckpt" and is_dir:
         out = out / "model.ckpt"
-    _check_output(Path(source).expanduser(), out, force)  # before any work: nothing is read or written yet
+    _check_output(Path(source).expanduser(), out, force, is_dir=to == "hf")  # before any work: nothing read or written
     checkpoint = open_checkpoint(source)
     model = build_model(checkpoint, dtype=resolve_dtype(dtype) if dtype is not None else checkpoint.dtype)
     if isinstance(tokenizer, str | Path):
@@ -281,8 +281,15 @@ def _own_tokenizer(source: Path) -> CodeTokenizer | None:
         return None
 
 
-def _check_output(source: Path, out: Path, force: bool) -> None:
-    """Refuse to write over the source (even with ``force``) or over an existing output without ``force``."""
+def _check_output(source: Path, out: Path, force: bool, is_dir: bool) -> None:
+    """Refuse to write over the source (even with ``force``), over an existing output without ``force``, or where
+    a file stands in the way of the output (a directory when ``is_dir``) or of the directory it goes into."""
+    folder = out if is_dir else out.parent
+    nearest = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    if not nearest.is_dir():
+        raise ConfigError(
+            f"cannot write the output {str(out)!r}: {str(nearest)!r} is a file, not a directory; pass another path"
+        )
     source, target = source.resolve(), out.resolve()
     if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
         raise ConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator, Sequence
 
+from santacoder.errors import ConfigError
 from santacoder.inference.generation import generate_stream
 from santacoder.model.gpt import GPT
 from santacoder.text.fim import fim_prompt
@@ -17,6 +18,22 @@ from santacoder.text.tokenizer import CodeTokenizer
 
 INFILL_MODES = ("psm", "spm")
 FILL_MARKER = "<FILL-HERE>"  # where the gap is, in the CLI's files and the demo's code box (as in the SantaCoder demo)
+# Code averages 3 to 4 bytes a token of a code BPE: a prompt of more than 32 bytes for each position of the context
+# does not fit it (only a text made of the vocabulary's longest tokens could). Checking that bound before tokenizing
+# refuses megabytes at once, where tokenizing them first took a minute and gigabytes of memory only to refuse them.
+PROMPT_BYTES_PER_TOKEN = 32
+
+
+def check_prompt_size(n_positions: int, *parts: str) -> None:
+    """Refuse a prompt (its ``parts``: the text, or a prefix and a suffix) too long in bytes for a context of
+    ``n_positions`` tokens, before it is tokenized: a ``ConfigError`` saying its size and the bound."""
+    bound = n_positions * PROMPT_BYTES_PER_TOKEN
+    size = sum(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+    if size > bound:
+        raise ConfigError(
+            f"the prompt is {size:,} bytes; a model with a context of {n_positions} tokens reads at most "
+            f"{bound:,} ({PROMPT_BYTES_PER_TOKEN} bytes a token, far more than code averages): shorten it"
+        )
 
 
 def stream_generate(

@@ -56,7 +56,10 @@ def sample_next(
         raise ValueError(f"top_p={top_p} must be in (0, 1] or None")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    # shifted by the row's maximum first (softmax does not change): a tiny temperature then sends the others to
+    # -inf instead of overflowing every logit to inf, whose softmax is NaN
+    logits = logits.float()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
