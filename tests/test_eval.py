@@ -195,3 +195,14 @@ def test_eval_py_says_one_line_for_a_missing_or_wrong_checkpoint_and_runs_nothin
         done = eval_py(*overrides)
         assert (done.returncode, done.stderr.strip().splitlines()[-1:]) == (1, [line]), done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_fim_budget_past_the_models_context_is_one_line(tmp_path):
+    from santacoder.errors import ConfigError
+    from santacoder.evaluation import settings
+
+    cfg = compose_eval(tmp_path, "ckpt_path=/", "tasks.fim_single_line.max_new_tokens=60")
+    settings.check_against_model(cfg, n_positions=256)  # room to spare
+    with pytest.raises(ConfigError, match=r"^tasks.fim_single_line.max_new_tokens=60 leaves no room for a prompt in "
+                                          r"the model's 64 positions: give at most 56$"):  # fmt: skip
+        settings.check_against_model(cfg, n_positions=64)
