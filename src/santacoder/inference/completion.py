@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from santacoder.errors import ConfigError
 from santacoder.inference.generation import generate_stream
+from santacoder.inference.stopping import first_stop
 from santacoder.model.gpt import GPT
 from santacoder.text.fim import fim_prompt
 from santacoder.text.tokenizer import CodeTokenizer
@@ -60,7 +61,7 @@ def stream_generate(
         if token_id == tokenizer.eod_id:
             break
         text += decoder.decode(tokenizer.decode_bytes([token_id]))
-        cut = _first_stop(text, stop)
+        cut = first_stop(text, stop)
         if cut is not None:
             if cut > sent:
                 yield text[sent:cut]
@@ -73,11 +74,6 @@ def stream_generate(
     text += decoder.decode(b"", final=True)
     if len(text) > sent:
         yield text[sent:]
-
-
-def _first_stop(text: str, stop: Sequence[str]) -> int | None:
-    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return min(found) if found else None
 
 
 def complete(

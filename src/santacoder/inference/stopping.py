@@ -23,10 +23,16 @@ class StoppedTexts:
     model_calls: int  # forward passes: the prefill and one per step after the first
 
 
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first stop string in ``text`` starts (None: there is none)."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     """``text`` up to the first stop string (exclusive)."""
-    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return text[: min(found)] if found else text
+    cut = first_stop(text, stops)
+    return text if cut is None else text[:cut]
 
 
 def generate_until_stops(
