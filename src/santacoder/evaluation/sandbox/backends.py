@@ -13,6 +13,7 @@ nothing of any home directory, ``/etc``, ``/run``, the host's ``/tmp`` or the pr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -73,10 +74,11 @@ def allow_list() -> list[tuple[str, str, str]]:
     return binds
 
 
-def _bwrap_version(tool: str) -> tuple[int, ...]:
+@functools.cache  # asked once per tool, not once per program
+def _version(tool: str) -> tuple[int, ...]:
     out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=10).stdout
-    match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(map(int, match.groups())) if match else (0, 0, 0)
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(x or 0) for x in match.groups()) if match else (0, 0, 0)
 
 
 def find(name: str | None = None) -> Backend:
@@ -86,7 +88,7 @@ def find(name: str | None = None) -> Backend:
         raise SandboxUnavailable(f"unknown sandbox backend {name!r}: use one of {', '.join(NAMES)}")
     bwrap = shutil.which("bwrap")
     if name in (None, "bwrap") and bwrap:
-        version = _bwrap_version(bwrap)
+        version = _version(bwrap)
         if version >= MINIMUM_BWRAP:
             return Backend("bwrap", bwrap, ".".join(map(str, version)))
         if name == "bwrap":
@@ -96,9 +98,7 @@ def find(name: str | None = None) -> Backend:
     unshare = shutil.which("unshare")
     if unshare is None:
         raise SandboxUnavailable("neither bubblewrap (`bwrap`) nor util-linux's `unshare` is installed")
-    out = subprocess.run([unshare, "--version"], capture_output=True, text=True, timeout=10).stdout
-    match = re.search(r"\d+\.\d+(\.\d+)?", out)
-    return Backend("unshare", unshare, match.group(0) if match else "unknown")
+    return Backend("unshare", unshare, ".".join(map(str, _version(unshare))))
 
 
 def runner_argv(limits, timeout: float, token_fd: int, report_fd: int, max_processes: int) -> list[str]:
