@@ -91,6 +91,30 @@ def test_resume_from_a_step_checkpoint_across_two_epochs_is_bitwise_exact(compos
                         tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt")  # fmt: skip
 
 
+@pytest.mark.integration
+def test_with_gradient_accumulation_saves_fall_on_optimizer_steps_and_resume_is_bitwise(
+    compose_train, small_corpus, tmp_path
+):
+    """With 4 micro-batches per optimizer step: no checkpoint is written inside an accumulation window (none at
+    micro-batch 0 of a fresh run, none again at the first micro-batch of a resumed one, which would count it as
+    seen without its gradient), and resuming from a checkpoint of the run, then from one the resumed run wrote,
+    ends bitwise equal to the uninterrupted run."""
+    accumulate = ("trainer.accumulate_grad_batches=4", "trainer.max_steps=30", "model.config.resid_pdrop=0.1")
+    full = recorded(compose_train, tmp_path, small_corpus, "full", *accumulate)
+    saved = tmp_path / "full" / "run" / "checkpoints"
+    assert sorted(p.name for p in saved.glob("step_*.ckpt")) == [f"step_{s:06d}.ckpt" for s in (7, 14, 21, 28)]
+    first = recorded(
+        compose_train, tmp_path, small_corpus, "first", *accumulate, f"ckpt_path={saved / 'step_000014.ckpt'}"
+    )
+    resumed = tmp_path / "first" / "run" / "checkpoints"
+    assert sorted(p.name for p in resumed.glob("step_*.ckpt")) == ["step_000021.ckpt", "step_000028.ckpt"]
+    # a step is 4 micro-batches of BATCH / 4 rows
+    assert first["losses"] == full["losses"][14 * 4 :] and first["samples"] == full["samples"][14 * BATCH :]
+    assert_same_weights(saved / "last.ckpt", resumed / "last.ckpt")
+    recorded(compose_train, tmp_path, small_corpus, "second", *accumulate, f"ckpt_path={resumed / 'step_000021.ckpt'}")
+    assert_same_weights(saved / "last.ckpt", tmp_path / "second" / "run" / "checkpoints" / "last.ckpt")
+
+
 def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_corpus, tmp_path):
     """A finished run's last.ckpt holds its last step even when validation stopped improving; periodic files are
     pruned to keep_last; the best one is kept apart; no temporary file is left."""

@@ -1,6 +1,7 @@
 """When a run writes its checkpoints: ``last.ckpt`` is always the newest state, ``step_<n>.ckpt`` every N steps.
 
-Saves happen every ``every_n_train_steps`` optimizer steps (``step_<n>.ckpt``, the newest ``keep_last`` kept,
+Saves happen every ``every_n_train_steps`` optimizer steps, right after the step (``step_<n>.ckpt``, never inside
+a gradient-accumulation window nor again at the step a run resumed at; the newest ``keep_last`` kept,
 and ``last.ckpt`` as the same bytes), after each validation, at the end of training, and when a signal stops
 the run (``santacoder.training.signals``). The best checkpoint by validation loss is Lightning's ``ModelCheckpoint``'s
 business (``best_step_<n>.ckpt``); this one never depends on the loss, so resuming from ``last.ckpt`` never
@@ -40,6 +41,7 @@ class RunCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self.keep_last = keep_last
         self._saved_step: int | None = None  # the step of the state last.ckpt holds, written by this process
+        self._stepped_to = 0  # the global step after the last optimizer step this process saw
 
     @property
     def last_path(self) -> Path:
@@ -57,8 +59,17 @@ class RunCheckpoint(Checkpoint):
 
     # -- when -------------------------------------------------------------------------------------------
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._stepped_to = trainer.global_step  # 0, or the step a run resumed at: its state is on file already
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # only where this batch ended an optimizer step: inside a gradient-accumulation window the state would
+        # count micro-batches as seen whose gradients it does not hold (and a resumed run would rewrite the
+        # file it resumed from at its first micro-batch)
         step = trainer.global_step
+        if step == self._stepped_to:
+            return
+        self._stepped_to = step
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
             self._save(trainer, periodic=True)
 
