@@ -188,3 +188,34 @@ def test_the_chunked_loss_keeps_two_gradients_instead_of_the_logits():
         model.loss_impl = impl
         whole[impl] = saved_bytes(lambda: model(ids, labels=labels))
     assert whole["full"] - whole["chunked"] >= head["full"] - head["chunked"] - n_tokens * width * 4, whole
+
+
+def test_an_overflowing_logit_in_an_ignored_row_does_not_reach_the_loss_or_gradients():
+    """An fp16 overflow in a <fim-pad> row (its logits inf, its hidden state finite): the chunked loss selects the
+    labelled rows (masking by multiplication made it 0 * inf = NaN). The full path's loss skips the row too, but
+    its log-softmax backward does not: its gradients hold NaN there (measured: the reason to prefer chunked)."""
+    impl = "chunked"
+    hidden, weight, labels = inputs(dtype=torch.float16)
+    with torch.no_grad():
+        hidden[5] = 60000.0  # 32 x 60000 x |w|: past fp16's 65504 for most vocabulary rows
+        weight.abs_()
+    assert labels[5] == IGNORE_INDEX
+    assert not torch.isfinite(hidden[5:6].detach() @ weight.detach().T).all()  # the overflow is real
+    loss, grad_h, grad_w = loss_and_grads(hidden, weight, labels, impl=impl)
+    assert torch.isfinite(loss) and torch.isfinite(grad_h).all() and torch.isfinite(grad_w).all()
+    exact = truth(hidden, weight, labels)
+    assert abs(float(loss - exact[0])) < 1e-2 and not grad_h[5].any()
+    assert rel_err(grad_w, exact[2]) < 2e-2
+
+
+def test_a_frozen_head_gets_no_weight_gradient_and_no_buffer_for_one():
+    hidden, weight, labels = inputs()
+    weight.requires_grad_(False)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        loss = linear_cross_entropy(hidden, weight, labels, impl="chunked", chunk_size=64)
+    loss.backward()
+    assert weight.grad is None and hidden.grad is not None
+    assert sum(saved) == N * C  # the hidden states' gradient only: no (V, C) buffer for a weight that learns nothing
+    exact = truth(hidden, weight, labels)[1]
+    assert rel_err(hidden.grad.double(), exact) < 1e-5

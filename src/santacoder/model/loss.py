@@ -94,10 +94,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             valid = labels != ignore_index  # (N,)
             n_valid = valid.sum().clamp(min=1).float()
             loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            # a frozen head (weight.requires_grad False) needs no weight gradient: not even its fp32 buffer
+            need_w = needs_grad and ctx.needs_input_grad[1]
             if needs_grad:
                 w_max = w.abs().amax().float() if dtype == torch.float16 else None
                 grad_h = torch.empty(h.shape, dtype=torch.float32, device=hidden.device)
-                grad_w = torch.zeros(w.shape, dtype=torch.float32, device=hidden.device)
+                grad_w = torch.zeros(w.shape if need_w else (0,), dtype=torch.float32, device=hidden.device)
             for start in range(0, h.shape[0], chunk_size):
                 h_c = h[start : start + chunk_size]  # (n, C)
                 valid_c = valid[start : start + chunk_size]
@@ -108,26 +110,33 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 target_logit = logits.gather(1, target)  # (n, 1)
                 grad = logits.exp_()  # (n, V): exp of the shifted logits, in place
                 sum_exp = grad.sum(dim=-1, keepdim=True)  # (n, 1)
-                loss += ((sum_exp.log() - target_logit).squeeze(1) * valid_c).sum()
+                # selected, not multiplied by the mask: an inf or NaN logit in an ignored row (an fp16 overflow in a
+                # <fim-pad> row) must not reach the loss, as F.cross_entropy skips it
+                loss += torch.where(valid_c, (sum_exp.log() - target_logit).squeeze(1), 0.0).sum()
                 if not needs_grad:
                     continue
                 # d(summed loss)/d(logits) = softmax - onehot, for labelled rows only, times a factor: bf16 and fp32
                 # take the mean's 1/n here, so each product below is rounded once, as autograd's would be; fp16
                 # takes a power of two that keeps its products finite, divided out in fp32 after
-                factor = _fp16_safe_scale(h_c, w_max) if dtype == torch.float16 else 1.0 / n_valid
+                factor = _fp16_safe_scale(h_c, valid_c, w_max) if dtype == torch.float16 else 1.0 / n_valid
                 row_factor = valid_c[:, None] * factor  # (n, 1)
                 grad.mul_(row_factor / sum_exp)
+                grad.masked_fill_(~valid_c[:, None], 0.0)  # ignored rows: zero, whatever their logits held
                 grad.scatter_add_(1, target, -row_factor.to(grad.dtype))
                 grad_lp = grad.to(dtype)  # (n, V) in the compute dtype, for the two products
                 rows = slice(start, start + chunk_size)
                 if dtype == torch.float32:  # straight into the fp32 accumulators
                     torch.mm(grad_lp, w, out=grad_h[rows])  # (n, C)
-                    grad_w.addmm_(grad_lp.T, h_c)  # (V, C)
+                    if need_w:
+                        grad_w.addmm_(grad_lp.T, h_c)  # (V, C)
                     continue
                 grad_h[rows] = grad_lp @ w  # (n, C)
-                grad_w_c = (grad_lp.T @ h_c).float()  # (V, C)
                 if dtype == torch.float16:
                     grad_h[rows] /= factor * n_valid
+                if not need_w:
+                    continue
+                grad_w_c = (grad_lp.T @ h_c).float()  # (V, C)
+                if dtype == torch.float16:
                     grad_w_c /= factor * n_valid
                 grad_w += grad_w_c
             if needs_grad:
@@ -145,10 +154,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None
 
 
-def _fp16_safe_scale(h_c: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
+def _fp16_safe_scale(h_c: torch.Tensor, valid_c: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
     """A power of two s that keeps every fp16 value of the chunk's gradient products finite: the entries of
     ``s * grad`` (each in [-s, s]), of ``(s * grad) @ w`` (at most ``2 s max|w|``: a row of ``grad`` sums to at
-    most 2 in absolute value) and of ``(s * grad).T @ h_c`` (at most ``s * rows * max|h_c|``), with a factor 2 to
-    spare. A tensor: no device sync."""
-    bound = torch.stack([h_c.abs().amax().float() * h_c.shape[0], 2 * w_max, torch.ones_like(w_max)]).amax()
+    most 2 in absolute value) and of ``(s * grad).T @ h_c`` (at most ``s * rows * max|h_c|`` over the labelled
+    rows: the others' gradient is zero), with a factor 2 to spare. A tensor: no device sync."""
+    h_max = torch.where(valid_c, h_c.abs().amax(dim=1).float(), 0.0).amax()
+    bound = torch.stack([h_max * valid_c.sum(), 2 * w_max, torch.ones_like(w_max)]).amax()
     return torch.exp2(torch.floor(torch.log2(FP16_MAX / 2 / bound)))
