@@ -138,3 +138,25 @@ def test_exported_files_have_the_modes_of_ordinary_files(model, tokenizer, tmp_p
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()}
     assert "model.safetensors" in modes and "generation_config.json" in modes
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+
+
+def test_an_export_killed_while_writing_the_weights_leaves_the_previous_one_whole(model, tokenizer, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """Over an existing export, a kill halfway through the weights: every file is the previous one, whole, and no
+    temporary file is left (each file is written beside and renamed into place, config.json last)."""
+    from santacoder.checkpoints.layouts import hf
+
+    out = save_hf(model, tmp_path / "hf", tokenizer=tokenizer)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = GPT(model.config)  # other weights, other bytes
+
+    def killed_halfway(state, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hf, "save_file", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_hf(other, out, tokenizer=tokenizer)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert AutoModelForCausalLM.from_pretrained(out) is not None

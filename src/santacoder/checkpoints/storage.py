@@ -47,8 +47,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+RESUME_ADVICE = (
+    "the checkpoints saved before it are kept; free space there (or move the run) and resume with ckpt_path=last"
+)
+
+
+def write_atomically(
+    path: str | Path, write: Callable[[IO[bytes]], Any], *, what: str | None = None, advice: str = RESUME_ADVICE
+) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``. A full disk
+    is one ``OutOfSpaceError`` naming ``what`` is written (default: the checkpoint) and ``advice``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
@@ -64,13 +72,7 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Pat
         tmp.unlink(missing_ok=True)
         full = e if is_disk_full(e) else (f.error if f is not None and is_disk_full(f.error) else None)
         if full is not None:
-            raise out_of_space(
-                full,
-                f"checkpoint {path.name}",
-                path.parent,
-                "the checkpoints saved before it are kept; free space "
-                "there (or move the run) and resume with ckpt_path=last",
-            ) from e
+            raise out_of_space(full, what or f"checkpoint {path.name}", path.parent, advice) from e
         raise
     _fsync_dir(path.parent)
     return path

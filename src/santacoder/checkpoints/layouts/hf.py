@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -41,8 +42,9 @@ from tokenizers import Tokenizer
 
 from santacoder.checkpoints.layouts.base import IGNORED_SUFFIXES, LM_HEAD, SUPPORTED, Checkpoint, drop_tied_head
 from santacoder.checkpoints.safe_load import safe_torch_load
+from santacoder.checkpoints.storage import TMP_SUFFIX, write_atomically
 from santacoder.config import GPTConfig
-from santacoder.errors import ConfigError
+from santacoder.errors import ConfigError, is_disk_full, out_of_space
 from santacoder.model import GPT
 from santacoder.text.tokenizer import CodeTokenizer
 
@@ -302,9 +304,24 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | None = N
         for name, t in model.state_dict().items()
         if name != LM_HEAD  # safetensors stores no shared tensors; transformers re-ties the head
     }
-    config_path = out_dir / "config.json"
-    config = hf_config_dict(model.config, model.transformer.wte.weight.dtype, bos_id, eos_id, pad_id)
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    # Each file replaced whole (a temporary file, fsync, rename), the weights first and config.json last: a kill
+    # leaves every file either as it was or as it is now, and a new export no config.json until the rest is there
+    advice = "nothing of the export was replaced half-written; free space there and export again"
+    weights = out_dir / "model.safetensors"
+    tmp = weights.with_name(f".{weights.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, weights)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise out_of_space(e, "model.safetensors", out_dir, advice) from e
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     # max_length is the context. Without it, transformers' text-generation pipeline asks for max_new_tokens=256 by
     # default and runs past n_positions into an IndexError; it adds that default only where the model's generation
     # config sets no max_length, so this bounds its default call (and generate()'s, otherwise 20 new tokens). The
@@ -312,12 +329,14 @@ def save_hf(model: GPT, out_dir: str | Path, tokenizer: CodeTokenizer | None = N
     generation = GenerationConfig(
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, max_length=model.config.n_positions
     )
-    generation.save_pretrained(out_dir)
-    weights = out_dir / "model.safetensors"
-    save_file(state, str(weights), metadata={"format": "pt"})
-    # safetensors writes through a private (0600) temporary file renamed into place, which would leave the weights
-    # the one file of the export that others cannot read: give them the mode open() gave config.json (the umask's).
-    shutil.copymode(config_path, weights)
+    text = {"generation_config.json": generation.to_json_string(use_diff=True)}
+    config = hf_config_dict(model.config, model.transformer.wte.weight.dtype, bos_id, eos_id, pad_id)
+    text["config.json"] = json.dumps(config, indent=2) + "\n"
+    for name, content in text.items():
+        write_atomically(out_dir / name, lambda f, c=content: f.write(c.encode("utf-8")), what=name, advice=advice)
+    # safetensors writes through a private (0600) temporary file, which would leave the weights the one file of the
+    # export that others cannot read: give them the mode config.json was written with (the umask's)
+    shutil.copymode(out_dir / "config.json", weights)
     return out_dir
 
 
