@@ -56,7 +56,8 @@ def interpreter_prefixes() -> list[str]:
     return sorted(prefixes)
 
 
-def allow_list() -> list[tuple[str, str, str]]:
+@functools.cache  # the same for every program of this process
+def allow_list() -> tuple[tuple[str, str, str], ...]:
     """(kind, source, target): ``symlink`` (a usr-merged ``/lib -> usr/lib``) or ``ro-bind`` at the same path."""
     binds: list[tuple[str, str, str]] = []
     bound: list[str] = []
@@ -71,7 +72,7 @@ def allow_list() -> list[tuple[str, str, str]]:
         if not any(prefix == b or prefix.startswith(b + "/") for b in bound):
             binds.append(("ro-bind", prefix, prefix))
             bound.append(prefix)
-    return binds
+    return tuple(binds)
 
 
 @functools.cache  # asked once per tool, not once per program
@@ -122,7 +123,7 @@ def command(backend: Backend, runner: list[str], disk_bytes: int, source_fd: int
             "--remount-ro", "/", "--chdir", "/tmp/work", "--seccomp", str(seccomp_fd), "--", *runner,
         ]  # fmt: skip
     settings = {
-        "binds": allow_list(), "disk": disk_bytes, "source_fd": source_fd, "argv": runner, "env": ENVIRONMENT,
+        "binds": list(allow_list()), "disk": disk_bytes, "source_fd": source_fd, "argv": runner, "env": ENVIRONMENT,
         "seccomp": os.pread(seccomp_fd, 1 << 16, 0).hex(),
     }  # fmt: skip
     flags = ["--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount", "--net", "--ipc", "--uts",

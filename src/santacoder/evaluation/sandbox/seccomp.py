@@ -14,6 +14,7 @@ process: the numbers below are this architecture's only.
 
 from __future__ import annotations
 
+import functools
 import platform
 import struct
 
@@ -108,6 +109,7 @@ def instructions(machine: str | None = None) -> list[tuple[int, int, int, int]]:
     return program
 
 
+@functools.cache  # built once per process, not once per program
 def filter_bytes(machine: str | None = None) -> bytes:
     """The filter as the kernel reads it: an array of ``struct sock_filter`` (what ``bwrap --seccomp`` takes)."""
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in instructions(machine))
