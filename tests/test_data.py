@@ -1,7 +1,11 @@
+import functools
 import gzip
 import json
 import os
 import shutil
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,9 +16,10 @@ from torch.utils.data import DataLoader
 
 import run_overrides  # tests/run_overrides.py (pytest puts tests/ on sys.path)
 from santacoder import ConfigError
-from santacoder.data.corpus import Corpus, is_validation
-from santacoder.data.datamodule import CodeDataModule
+from santacoder.data.corpus import Corpus, Document, is_validation
+from santacoder.data.datamodule import CodeDataModule, ignore_stop_signals
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
+from santacoder.data.token_store import SPLITS, build_token_stores
 from santacoder.model.loss import IGNORE_INDEX
 
 LANGUAGES = (".py", ".java", ".js")
@@ -289,6 +294,12 @@ def test_validation_shares_cover_every_sample_once_on_any_number_of_ranks():
         assert sorted(sum(shares, [])) == dataset
 
 
+def zero_fill(store_dir) -> None:
+    """What a power loss can leave of a file whose size reached the disk but whose data did not."""
+    path = store_dir / "train" / "tokens.bin"
+    path.write_bytes(bytes(path.stat().st_size))
+
+
 @pytest.mark.parametrize(
     "damage,reason",
     [
@@ -300,8 +311,9 @@ def test_validation_shares_cover_every_sample_once_on_any_number_of_ranks():
         (lambda d: (d / "val" / "meta.json").write_text('{"split": "val", "tok'), "metadata is unreadable"),
         (lambda d: shutil.rmtree(d / "val"), "meta.json is missing"),
         (lambda d: (d / "train" / "doc_offsets.npy").unlink(), "doc_offsets.npy is missing"),
+        (zero_fill, "tokens.bin is damaged"),
     ],
-    ids=["truncated-tokens", "empty-tokens", "truncated-meta", "split-deleted", "offsets-deleted"],
+    ids=["truncated-tokens", "empty-tokens", "truncated-meta", "split-deleted", "offsets-deleted", "zeroed-tokens"],
 )
 def test_a_damaged_token_store_is_rebuilt_with_one_line(corpus_dir, tmp_path, caplog, damage, reason):
     dm = datamodule(corpus_dir, tmp_path)
@@ -318,3 +330,136 @@ def test_a_damaged_token_store_is_rebuilt_with_one_line(corpus_dir, tmp_path, ca
     again.setup()
     assert {s: (d.store.num_tokens, d.store.num_docs) for s, d in again.datasets.items()} == expected
     assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [store_dir.name]  # no litter
+
+
+def test_a_token_store_damaged_after_preparation_is_refused_by_setup(corpus_dir, tmp_path):
+    """Every rank's setup checks sizes and offsets; the content (a zero-filled file of the right size) is read
+    against its checksums once per job, by prepare_data on global rank 0 (the test above)."""
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    (next((tmp_path / "cache").glob("tokens-*")) / "train" / "tokens.bin").write_bytes(b"")
+    with pytest.raises(ConfigError, match="incomplete or damaged \\(tokens.bin holds 0 bytes"):
+        dm.setup()
+
+
+def test_a_token_store_without_checksums_is_still_used(corpus_dir, tmp_path, caplog):
+    dm = datamodule(corpus_dir, tmp_path)
+    dm.prepare_data()
+    store_dir = next((tmp_path / "cache").glob("tokens-*"))
+    for split in SPLITS:  # as written before checksums were recorded
+        meta = json.loads((store_dir / split / "meta.json").read_text())
+        assert meta.pop("checksums").keys() == {"tokens.bin", "doc_offsets.npy"}
+        (store_dir / split / "meta.json").write_text(json.dumps(meta))
+    mtime = (store_dir / "train" / "tokens.bin").stat().st_mtime_ns
+    again = datamodule(corpus_dir, tmp_path)
+    with caplog.at_level("WARNING"):
+        again.prepare_data()
+    again.setup()
+    assert "rebuilding" not in caplog.text
+    assert (store_dir / "train" / "tokens.bin").stat().st_mtime_ns == mtime
+
+
+def test_a_token_store_is_fsynced_before_and_after_its_rename(tmp_path, tokenizer, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recording_replace(src, dst):
+        events.append(("replace", str(src)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    docs = [Document(f"m{i}.py", f"def f{i}(x):\n    return x * {i}\n") for i in range(20)]
+    build_token_stores(docs, tokenizer, tmp_path / "store", val_fraction=0.2)
+    (rename,) = [i for i, event in enumerate(events) if event[0] == "replace"]
+    tmp = Path(events[rename][1]).resolve()
+    files = {tmp / split / name for split in SPLITS for name in ("tokens.bin", "doc_offsets.npy", "meta.json")}
+    assert {str(p) for p in files | {tmp / s for s in SPLITS} | {tmp}} <= {path for _, path in events[:rename]}
+    assert ("fsync", str(tmp_path.resolve())) in events[rename + 1 :]  # the rename itself
+
+
+# -- data-loader workers and stop signals ---------------------------------------------------------------------
+
+GRACE_S = 2.0
+
+
+class SlowDataset(torch.utils.data.Dataset):
+    """Item i is i, after ``delay`` seconds; item ``stuck`` never comes."""
+
+    def __init__(self, n: int, delay: float = 0.0, stuck: int | None = None):
+        self.n, self.delay, self.stuck = n, delay, stuck
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        while i == self.stuck:
+            time.sleep(0.1)
+        time.sleep(self.delay)
+        return i
+
+
+def one_worker(dataset, grace_s: float = GRACE_S):
+    loader = DataLoader(
+        dataset, batch_size=None, num_workers=1, worker_init_fn=functools.partial(ignore_stop_signals, grace_s=grace_s)
+    )
+    return iter(loader)
+
+
+def stop(batches) -> None:
+    for worker in batches._workers:  # one that outlived a failed test: SIGKILL, as it may ignore SIGTERM
+        if worker.is_alive():
+            worker.kill()
+    batches._shutdown_workers()
+
+
+def test_a_stuck_worker_ignores_sigint_and_sigusr1_and_exits_a_grace_period_after_sigterm():
+    batches = one_worker(SlowDataset(3, stuck=1))
+    try:
+        assert next(batches) == 0  # the worker is initialised and now stuck on item 1
+        worker = batches._workers[0]
+        for sig in (signal.SIGINT, signal.SIGUSR1):
+            os.kill(worker.pid, sig)
+        time.sleep(0.3)
+        assert worker.is_alive()
+        start = time.monotonic()
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.join(timeout=GRACE_S + 5)
+        # status 0: torch's SIGCHLD handler in this process would raise on a worker killed by a signal
+        assert worker.exitcode == 0 and GRACE_S - 0.5 < time.monotonic() - start < GRACE_S + 5
+    finally:
+        stop(batches)
+
+
+def test_a_second_sigterm_stops_a_worker_at_once():
+    batches = one_worker(SlowDataset(3, stuck=1), grace_s=60)
+    try:
+        assert next(batches) == 0
+        worker = batches._workers[0]
+        os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)  # two signals sent at once would arrive as one
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.join(timeout=5)
+        assert worker.exitcode == 0
+    finally:
+        stop(batches)
+
+
+def test_a_worker_keeps_serving_batches_during_the_grace_period():
+    """A job-wide SIGTERM reaches the workers too: the batch the main process is finishing must still come."""
+    batches = one_worker(SlowDataset(100, delay=0.05))
+    try:
+        assert next(batches) == 0
+        worker = batches._workers[0]
+        start = time.monotonic()
+        os.kill(worker.pid, signal.SIGTERM)
+        assert [next(batches) for _ in range(10)] == list(range(1, 11))
+        assert worker.is_alive() and time.monotonic() - start < GRACE_S
+        worker.join(timeout=GRACE_S + 5)
+        assert worker.exitcode == 0
+    finally:
+        stop(batches)

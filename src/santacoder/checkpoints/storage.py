@@ -21,6 +21,7 @@ import torch
 
 from santacoder.checkpoints.format import is_project_checkpoint, read_meta, verify
 from santacoder.checkpoints.safe_load import safe_torch_load
+from santacoder.durable import fsync_dir
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,6 @@ TMP_SUFFIX = ".partial"  # ".<name>.<pid>.partial": hidden, and never matched by
 def open_for_write(path: Path) -> IO[bytes]:
     """The file a save streams into (tests replace it with one that fails part-way, like a full disk)."""
     return open(path, "wb")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX: the directory entry is data of the directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported here (e.g. some network filesystems): the rename itself is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 RESUME_ADVICE = (
@@ -74,7 +61,7 @@ def write_atomically(
         if full is not None:
             raise out_of_space(full, what or f"checkpoint {path.name}", path.parent, advice) from e
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

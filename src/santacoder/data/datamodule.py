@@ -31,12 +31,33 @@ log = logging.getLogger(__name__)
 FIM_TOKEN_STYLES = {"santacoder": FIMTokens(), "starcoder": FIMTokens.starcoder()}
 
 
-def ignore_stop_signals(worker_id: int) -> None:
+# How long a data-loader worker keeps serving after a SIGTERM: time for the main process to finish its batch, save
+# and shut the workers down itself, as it does on the same job-wide signal.
+WORKER_SIGTERM_GRACE_S = 60.0
+
+
+def ignore_stop_signals(worker_id: int, grace_s: float = WORKER_SIGTERM_GRACE_S) -> None:
     """``worker_init_fn`` of the data loaders. SLURM and a terminal signal the whole process group, but stopping is
     the main process's decision (``santacoder.training.signals``): it finishes the batch, saves, then shuts its
-    workers down."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    workers down. A worker that died at once could fail the batch being fetched or the save, so SIGINT and SIGUSR1
+    are ignored and SIGTERM only starts a countdown of ``grace_s`` seconds (SIGALRM, unused in workers), after
+    which the worker exits: a stuck worker can still be stopped with ``kill``."""
+    for sig in (signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+
+    def exit_after_grace(signum: int, frame: object) -> None:
+        # A second SIGTERM means whoever sends it wants the worker gone now.
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.signal(signal.SIGALRM, _exit_quietly)
+        signal.setitimer(signal.ITIMER_REAL, max(grace_s, 0.001))  # 0 would disarm the timer, not fire it
+
+    signal.signal(signal.SIGTERM, exit_after_grace)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    # Status 0, not death by the signal: torch's main process raises on a worker that exits with a non-zero status
+    # or by a signal (its SIGCHLD handler), which would turn a clean stop into a crash of the batch or the save.
+    os._exit(0)
 
 
 class CodeDataModule(L.LightningDataModule):
@@ -233,8 +254,9 @@ class CodeDataModule(L.LightningDataModule):
         self._load_tokenizer()
         store_dir = self._store_dir(self.tokenizer)
         for split in SPLITS:
-            problem = store_problem(store_dir / split, self.tokenizer)
-            if problem:  # prepare_data (global rank 0) checked it: it changed since, or ranks see other storage
+            # prepare_data (global rank 0) read it all against its checksums: every rank reads the metadata only
+            problem = store_problem(store_dir / split, self.tokenizer, check_contents=False)
+            if problem:  # it changed since, or ranks see other storage
                 raise ConfigError(
                     f"token store {store_dir / split} is incomplete or damaged ({problem}); run again to rebuild "
                     f"it, and on a cluster put data.cache_dir={str(self.cache_dir)!r} on storage every node sees"

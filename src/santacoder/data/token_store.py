@@ -1,13 +1,16 @@
 """A memory-mapped token store: every document's ids followed by ``<|endoftext|>``, in one flat file.
 
 Layout of a store directory: ``tokens.bin`` (uint16 when the vocabulary fits, else uint32),
-``doc_offsets.npy`` (int64, n_docs + 1 start offsets) and ``meta.json``. Stores are written to a temporary
-directory and renamed into place, so a crash never leaves a half-written store that looks complete.
+``doc_offsets.npy`` (int64, n_docs + 1 start offsets) and ``meta.json``, which also records a checksum of each
+of the other two. Stores are written to a temporary directory, fsynced and renamed into place, so neither a crash
+nor a power loss leaves a half-written store that looks complete; a file that a power loss zeroed anyway fails its
+checksum.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +23,7 @@ import numpy as np
 
 from santacoder.data.cache_files import temporary_prefix
 from santacoder.data.corpus import Document, is_validation
+from santacoder.durable import fsync_dir
 from santacoder.errors import is_disk_full, out_of_space
 from santacoder.text.tokenizer import CodeTokenizer
 
@@ -30,6 +34,9 @@ SPLITS = ("train", "val")
 # thread) and ~50 per byte of the call's output (measured with 0.23), so this bounds tokenization to well under
 # 1 GB whatever the corpus (documents are at most data.max_doc_bytes), and is still hundreds of files per call.
 BATCH_BYTES = 4 * 2**20
+# Files whose content meta.json vouches for with a checksum, and the read size of the check.
+CHECKED_FILES = ("tokens.bin", "doc_offsets.npy")
+CHECK_CHUNK_BYTES = 16 * 2**20
 
 
 class TokenStore:
@@ -64,16 +71,20 @@ class TokenStore:
         return {**self.__dict__, "_tokens": None}
 
 
-def store_problem(directory: str | Path, tokenizer: CodeTokenizer | None = None) -> str | None:
+def store_problem(
+    directory: str | Path, tokenizer: CodeTokenizer | None = None, *, check_contents: bool = True
+) -> str | None:
     """Why the store of one split cannot be trusted (missing or unreadable files, sizes that disagree with
-    ``meta.json``, offsets out of order, another tokenizer's ids), or None when it is whole. Reads the
-    metadata and the offsets, not the tokens."""
+    ``meta.json``, offsets out of order, another tokenizer's ids, content that fails its checksum), or None when
+    it is whole. ``check_contents`` reads every file (the tokens once, streaming) to compare the checksums: done
+    once per job, by the process that prepares the data; without it, the metadata and offsets only."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
         num_tokens, num_docs, dtype = int(meta["num_tokens"]), int(meta["num_docs"]), np.dtype(meta["dtype"])
         offsets = np.load(directory / "doc_offsets.npy")
         size = (directory / "tokens.bin").stat().st_size
+        checksums = dict(meta.get("checksums", {}))
     except FileNotFoundError as e:
         return f"{Path(e.filename).name} is missing"
     except (OSError, ValueError, KeyError, TypeError) as e:  # truncated JSON or .npy, wrong fields
@@ -84,7 +95,25 @@ def store_problem(directory: str | Path, tokenizer: CodeTokenizer | None = None)
         return "doc_offsets.npy does not match meta.json"
     if tokenizer is not None and meta.get("tokenizer") != tokenizer.fingerprint():
         return f"it was written by another tokenizer ({meta.get('tokenizer')}, not {tokenizer.fingerprint()})"
+    # Stores written before checksums were recorded have none: they pass on the checks above, so existing caches
+    # keep working.
+    for name in (n for n in CHECKED_FILES if n in checksums and check_contents):
+        try:
+            actual = _checksum_of(directory / name)
+        except OSError as e:
+            return f"{name} is unreadable ({type(e).__name__}: {e})"
+        if actual != checksums[name]:
+            return f"{name} is damaged: its content does not match the checksum in meta.json"
     return None
+
+
+def _checksum_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(CHECK_CHUNK_BYTES))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(buffer[:n])
+    return "sha256:" + digest.hexdigest()
 
 
 def build_token_stores(
@@ -114,16 +143,17 @@ def build_token_stores(
         _write_batch(batch, tokenizer, writers, val_fraction)
         for split, writer in writers.items():
             writer.close({"split": split, "tokenizer": tokenizer.fingerprint(), "eod_id": tokenizer.eod_id})
+        fsync_dir(tmp)  # the split directories, so the rename below never publishes a store whose files are lost
         try:
             os.replace(tmp, out_dir)  # atomic: readers see no store or a complete one
+            fsync_dir(out_dir.parent)  # the rename itself
         except OSError:
             if not all((out_dir / s / "meta.json").exists() for s in SPLITS):
                 raise
             shutil.rmtree(tmp)  # another process finished the same store first; its content is the same
     except BaseException as e:
         for writer in writers.values():
-            with contextlib.suppress(OSError):  # flushing to a full disk fails again
-                writer.file.close()
+            writer.file.discard()
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(e):
             raise out_of_space(
@@ -150,12 +180,45 @@ def _write_batch(batch: list[Document], tokenizer: CodeTokenizer, writers: dict,
         writers[split].add(ids + [tokenizer.eod_id])
 
 
+class _ChecksummedFile:
+    """A binary file for writing that hashes what goes through it (no second pass over the file) and is fsynced
+    when closed."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in close() or discard())
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+    def close(self) -> str:
+        """Flush, fsync and close the file; its checksum."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+        return "sha256:" + self.digest.hexdigest()
+
+    def discard(self) -> None:
+        """Close without fsync, on failure (a no-op after close())."""
+        with contextlib.suppress(OSError):  # flushing to a full disk fails again
+            self.file.close()
+
+    def __enter__(self) -> _ChecksummedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
 class _SplitWriter:
     def __init__(self, directory: Path, dtype: type):
         directory.mkdir(parents=True)
         self.directory = directory
         self.dtype = dtype
-        self.file = open(directory / "tokens.bin", "wb")  # noqa: SIM115 (closed in close())
+        self.file = _ChecksummedFile(directory / "tokens.bin")
         self.offsets = [0]
 
     def add(self, ids: list[int]) -> None:
@@ -163,12 +226,19 @@ class _SplitWriter:
         self.offsets.append(self.offsets[-1] + len(ids))
 
     def close(self, meta: dict) -> None:
-        self.file.close()
-        np.save(self.directory / "doc_offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+        checksums = {"tokens.bin": self.file.close()}
+        with _ChecksummedFile(self.directory / "doc_offsets.npy") as f:
+            np.save(f, np.asarray(self.offsets, dtype=np.int64))
+            checksums["doc_offsets.npy"] = f.close()
         meta = {
             **meta,
             "dtype": np.dtype(self.dtype).name,
             "num_tokens": self.offsets[-1],
             "num_docs": len(self.offsets) - 1,
+            "checksums": checksums,
         }
-        (self.directory / "meta.json").write_text(json.dumps(meta, indent=2))
+        with open(self.directory / "meta.json", "w") as f:
+            f.write(json.dumps(meta, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(self.directory)
