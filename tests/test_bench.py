@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +27,12 @@ def results(tmp_path_factory) -> str:
 
 def rows(results: str, heading: str) -> list[dict[str, str]]:
     """The table under ``## heading``, one dict per data row."""
-    section = results.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    return table_rows(results.split(f"## {heading}", 1)[1].split("\n## ", 1)[0])
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The markdown table in ``text``, one dict per data row."""
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("|---")]
     header, *data = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines)
     return [dict(zip(header, row, strict=True)) for row in data]
 
@@ -87,6 +92,40 @@ def test_decoding_gives_the_tokens_of_transformers(results):
     for row in table:
         expected = number(row["santacoder tok/s"]) / number(row["transformers tok/s"])
         assert ratio(row["ratio"]) == pytest.approx(expected, rel=0.01)
+
+
+def test_the_checkpoint_stall_is_measured_for_both_plugins_and_leaves_no_file(tmp_path):
+    """Not part of `make bench` (a 1.1B save takes minutes): run on its own, the tiny preset."""
+    cmd = [sys.executable, "-m", "santacoder.bench.checkpoint_stall", "--smoke", "--dir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = {row["mode"]: row for row in table_rows(done.stdout)}
+    sync, async_ = table["synchronous (AtomicCheckpointIO)"], table["asynchronous (AsyncCheckpointIO)"]
+    for row in (sync, async_):
+        assert 0 < float(row["stall per save (s)"]) <= float(row["until on disk (s)"]) < float("inf")
+    assert sync["stall per save (s)"] == sync["until on disk (s)"] and sync["stall vs sync"] == "1.00x"
+    # the ratio is that of the stalls, which are printed to the millisecond: it lies within their rounding
+    ours, theirs = float(async_["stall per save (s)"]), float(sync["stall per save (s)"])
+    low, high = (ours - 5e-4) / (theirs + 5e-4), (ours + 5e-4) / (theirs - 5e-4)
+    assert low - 0.005 <= ratio(async_["stall vs sync"]) <= high + 0.005
+    # the clone copies every tensor, the tied embedding twice: more than the state, and the file with it
+    assert float(async_["extra memory (GiB)"]) > float(async_["state (GiB)"]) and sync["extra memory (GiB)"] == "0"
+    assert float(async_["file (GiB)"]) > float(sync["file (GiB)"])
+    assert list(tmp_path.iterdir()) == []  # the files and their folder are removed
+
+
+def test_the_checkpoint_stall_skips_what_does_not_fit_in_memory():
+    """SantaCoder-1B in float32 on a 24 GiB machine: the state fits, the asynchronous clone beside it does not."""
+    from santacoder.bench.checkpoint_stall import GiB, skip_reason, state_sizes
+    from santacoder.config import GPTConfig
+
+    state, clone = state_sizes(GPTConfig.from_name("santacoder-1b"), torch.float32)  # on the meta device
+    assert state == 3 * 4 * 1_124_886_528  # weights and AdamW's two moments
+    assert clone == state + 4 * 49280 * 2048  # plus the tied LM head's second name
+    assert skip_reason(state, 22 * GiB, state, 100 * GiB) is None
+    needs = skip_reason(state + clone, 22 * GiB, clone, 100 * GiB)  # 25.5 GiB, and 1 GiB to spare
+    assert needs == "skipped: needs 26.5 GiB, 22.0 GiB available"
+    assert "of disk" in skip_reason(state, 22 * GiB, state, 10 * GiB)
 
 
 @pytest.mark.slow
