@@ -2,10 +2,13 @@
 
 Saves happen every ``every_n_train_steps`` optimizer steps, right after the step (``step_<n>.ckpt``, never inside
 a gradient-accumulation window nor again at the step a run resumed at; the newest ``keep_last`` kept,
-and ``last.ckpt`` as the same bytes), after each validation, at the end of training, and when a signal stops
-the run (``santacoder.training.signals``). The best checkpoint by validation loss is Lightning's ``ModelCheckpoint``'s
-business (``best_step_<n>.ckpt``); this one never depends on the loss, so resuming from ``last.ckpt`` never
-repeats work. Every file is written atomically (``santacoder.checkpoints.storage``).
+and ``last.ckpt`` as the same bytes), after each validation that follows an optimizer step, at the end of
+training, and when a signal stops the run (``santacoder.training.signals``, which stops at a step boundary too).
+``last.ckpt`` is linked and old files pruned once the new file is in place, by the checkpoint plugin (in its
+writer thread when saves are asynchronous: ``santacoder.training.checkpoint_io``). The best checkpoint by
+validation loss is Lightning's ``ModelCheckpoint``'s business (``best_step_<n>.ckpt``); this one never depends on
+the loss, so resuming from ``last.ckpt`` never repeats work. Every file is written atomically
+(``santacoder.checkpoints.storage``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from santacoder.checkpoints.storage import TMP_SUFFIX, remove_leftovers, write_atomically
 from santacoder.errors import ConfigError
-from santacoder.training.checkpoint_io import AtomicCheckpointIO
+from santacoder.training.checkpoint_io import AtomicCheckpointIO, unwrapped
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,14 @@ class RunCheckpoint(Checkpoint):
         self.keep_last = keep_last
         self._saved_step: int | None = None  # the step of the state last.ckpt holds, written by this process
         self._stepped_to = 0  # the global step after the last optimizer step this process saw
+        self._at_step_boundary = True  # whether the last training batch ended an optimizer step
 
     @property
     def last_path(self) -> Path:
         return self.dirpath / LAST
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+        if not isinstance(unwrapped(trainer.strategy.checkpoint_io), AtomicCheckpointIO):
             log.warning(
                 "the trainer's checkpoint_io is %s, not AtomicCheckpointIO: a save interrupted mid-write can "
                 "leave a partial file (configs/trainer/default.yaml sets it under plugins)",
@@ -67,14 +71,16 @@ class RunCheckpoint(Checkpoint):
         # count micro-batches as seen whose gradients it does not hold (and a resumed run would rewrite the
         # file it resumed from at its first micro-batch)
         step = trainer.global_step
-        if step == self._stepped_to:
+        self._at_step_boundary = step != self._stepped_to
+        if not self._at_step_boundary:
             return
         self._stepped_to = step
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
             self._save(trainer, periodic=True)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
+        # a validation inside an accumulation window (preflight refuses such intervals) is not saved: see above
+        if not trainer.sanity_checking and trainer.state.fn == "fit" and self._at_step_boundary:
             self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -98,10 +104,13 @@ class RunCheckpoint(Checkpoint):
             return  # last.ckpt already holds this state
         if periodic:
             path = self.dirpath / f"step_{step:06d}.ckpt"
+            plugin = unwrapped(trainer.strategy.checkpoint_io)
+            publish = lambda: (self._link_as_last(path), self._prune())  # noqa: E731
+            if trainer.is_global_zero and isinstance(plugin, AtomicCheckpointIO):
+                plugin.then(path, publish)  # once the file is complete (a writer thread's job, if asynchronous)
             trainer.save_checkpoint(path, weights_only=False)
-            if trainer.is_global_zero:
-                self._link_as_last(path)
-                self._prune()
+            if trainer.is_global_zero and not isinstance(plugin, AtomicCheckpointIO):
+                publish()
         else:
             trainer.save_checkpoint(self.last_path, weights_only=False)
         self._saved_step = step
