@@ -102,6 +102,14 @@ def test_short_run_learns_and_writes_metrics_and_checkpoint(compose_train, corpu
         (["data.max_doc_bytes=-1"], r"data.max_doc_bytes=-1 must be a positive integer"),
         (["model.loss_impl=fused"], r"model.loss_impl='fused' is not one of auto, chunked, full"),
         (["model.loss_chunk_size=0"], r"model.loss_chunk_size=0 must be a positive integer"),
+        (
+            ["trainer.accumulate_grad_batches=4", "trainer.val_check_interval=10"],
+            r"val_check_interval=10 counts micro-batches.*use a multiple of 4, e.g. trainer.val_check_interval=8",
+        ),
+        (
+            ["trainer=fsdp", "trainer.strategy.state_dict_type=sharded"],
+            r"state_dict_type=sharded is not supported: .* use trainer.strategy.state_dict_type=full",
+        ),
     ],
 )
 def test_bad_values_stop_before_training(compose_train, corpus_dir, overrides, match):

@@ -18,6 +18,7 @@ from santacoder.config import SHAPE_FIELDS, GPTConfig
 from santacoder.errors import ConfigError
 from santacoder.model.attention import check_attn_impl
 from santacoder.model.loss import check_loss_impl
+from santacoder.training.strategies import SHARDED_REFUSAL
 
 log = logging.getLogger(__name__)
 
@@ -116,4 +117,23 @@ def refuse_multirun_with_ddp(cfg: DictConfig) -> None:
             "num_nodes > 1). Sweep by launching one run per setting instead, e.g. "
             "`for lr in 1e-4 2e-4; do python train.py trainer=ddp model.optimizer.lr=$lr; done` "
             "or a SLURM job array (scripts/slurm/train.sbatch)"
+        )
+
+
+def refuse_unsupported_checkpointing(cfg: DictConfig) -> None:
+    """Settings under which checkpoints would not be exact or readable, refused before any work: FSDP's sharded
+    (directory) checkpoints, and a validation interval that falls inside a gradient-accumulation window (Lightning
+    counts ``val_check_interval`` in micro-batches; the checkpoints written at validation would count micro-batches
+    as seen whose gradients they do not hold)."""
+    trainer = cfg.get("trainer") or {}
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, DictConfig) and strategy.get("state_dict_type", "full") == "sharded":
+        raise ConfigError(SHARDED_REFUSAL)
+    accumulate, interval = trainer.get("accumulate_grad_batches", 1), trainer.get("val_check_interval")
+    if isinstance(interval, int) and isinstance(accumulate, int) and accumulate > 1 and interval % accumulate:
+        multiple = accumulate * max(1, round(interval / accumulate))
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} counts micro-batches, and with trainer.accumulate_grad_batches="
+            f"{accumulate} validation (and the checkpoints written then) would fall inside an accumulation window; "
+            f"use a multiple of {accumulate}, e.g. trainer.val_check_interval={multiple}"
         )
