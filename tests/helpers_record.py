@@ -64,11 +64,66 @@ class PoisonWeights(Callback):
 
 class SignalAt(Callback):
     """Global rank 0 sends SIGTERM to its process group (every rank of a job started in its own session) at the end
-    of optimizer step ``step``: the ranks receive it at once, wherever each is."""
+    of optimizer step ``step``, or ``micro_batch`` micro-batches later (inside the next accumulation window): the
+    ranks receive it at once, wherever each is."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, micro_batch: int = 0):
+        self.step, self.micro_batch = step, micro_batch
+        self.seen = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step and trainer.is_global_zero:
-            os.killpg(os.getpgrp(), signal.SIGTERM)
+            self.seen += 1
+            if self.seen == self.micro_batch + 1:
+                os.killpg(os.getpgrp(), signal.SIGTERM)
+
+
+class CopyCheckpointAt(Callback):
+    """Keeps a copy of ``last.ckpt`` as it was after the validation at optimizer step ``step`` (a later save
+    replaces it), so that a test can resume from the kind of checkpoint a validation writes."""
+
+    def __init__(self, step: int, copy_to: str):
+        self.step, self.copy_to = step, Path(copy_to)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        (last,) = [cb.last_path for cb in trainer.callbacks if hasattr(cb, "last_path")]  # RunCheckpoint's
+        if trainer.is_global_zero and not self.copy_to.exists() and last.is_file():
+            if torch.load(last, map_location="cpu", weights_only=True)["global_step"] == self.step:
+                self.copy_to.write_bytes(last.read_bytes())
+
+
+class StaleListing(Callback):
+    """Makes every rank but global rank 0 see a stale view of the run's checkpoint directory (as a network
+    filesystem's cache can): the directory ``stale_view`` instead. Built before training, in every rank's process;
+    it also counts the checksum verifications each rank makes, written to ``<out_dir>/verify_rank<r>.json``."""
+
+    def __init__(self, stale_view: str, out_dir: str):
+        from santacoder.checkpoints import discovery, storage
+
+        self.out_dir = Path(out_dir)
+        self.verifications = 0
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # the children Lightning's launcher starts
+            discovery.checkpoint_dir = lambda run_or_dir: Path(stale_view)
+        verify = storage.verify
+
+        def counting(*args, **kwargs):
+            self.verifications += 1
+            return verify(*args, **kwargs)
+
+        storage.verify = counting
+
+    def on_train_end(self, trainer, pl_module):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"verify_rank{trainer.global_rank}.json").write_text(json.dumps(self.verifications))
+
+
+class SignalSelfIn(Callback):
+    """Sends ``signal`` (a name: SIGUSR1) to this process from inside the Lightning hook ``hook``: ``setup``
+    (before training: data prepared, nothing to save) or ``on_fit_end`` (after the last step)."""
+
+    def __init__(self, hook: str, signal: str):
+        self.sig = getattr(__import__("signal"), signal)
+        setattr(self, hook, self._send)
+
+    def _send(self, *args, **kwargs):
+        os.kill(os.getpid(), self.sig)

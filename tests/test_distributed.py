@@ -1,13 +1,16 @@
 """Multi-process training on CPU with the gloo backend, through `python train.py` as users start it.
 
-One uninterrupted two-rank run (``two_ranks``, shared by the module) feeds several assertions: each rank's own
-samples, throughput and MFU, val/loss independent of the number of ranks, and the reference that a resumed
-two-rank run must reproduce bit for bit. Then: a one-rank checkpoint resumed on two ranks continues the global
-sample order until SIGTERM reaches every rank at once; a two-"node" torchrun job on 127.0.0.1 trains as one process
-does; fp16 loss scaling; the paper's experiment; the Hydra multirun guard."""
+One uninterrupted two-rank run with gradient accumulation (``two_ranks``, shared by the module) feeds several
+assertions: each rank's own samples, throughput and MFU, val/loss independent of the number of ranks, and the
+reference that a two-rank run resumed from each kind of checkpoint (periodic, written at a validation, written on
+SIGTERM) must reproduce bit for bit, with the file chosen once for the job by rank 0. Then: a one-rank checkpoint
+resumed on two ranks continues the global sample order until SIGTERM reaches every rank at once; a two-"node"
+torchrun job on 127.0.0.1 trains as one process does; fp16 loss scaling; the paper's experiment; the Hydra
+multirun guard."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 BATCH = 16  # global batch: 8 per rank
 STEPS = 20
+ACCUMULATE = 4  # the shared run's micro-batches per optimizer step: 2 rows per rank each
 
 
 def overrides(corpus: Path, *extra: str) -> list[str]:
@@ -98,13 +102,17 @@ class TwoRankRun:
 
 @pytest.fixture(scope="module")
 def two_ranks(small_corpus, tmp_path_factory) -> TwoRankRun:
-    """One uninterrupted two-rank run: dropout, 20 steps, a checkpoint every 7, validation over the whole split at
-    steps 10 and 20, a stand-in peak FLOP/s so MFU is computed on CPU too."""
+    """One uninterrupted two-rank run: dropout, 20 steps of 4 micro-batches, a checkpoint every 7 steps, validation
+    over the whole split at steps 10 and 20 (last.ckpt as written at step 10 kept as validation_step10.ckpt), a
+    stand-in peak FLOP/s so MFU is computed on CPU too."""
     root = tmp_path_factory.mktemp("two_ranks")
     settings = ("model.config.resid_pdrop=0.1", f"trainer.max_steps={STEPS}", "trainer.limit_val_batches=1.0",
+                f"trainer.accumulate_grad_batches={ACCUMULATE}", f"trainer.val_check_interval={10 * ACCUMULATE}",
                 "data.seq_len=30", "callbacks.throughput.window_size=3",
                 "callbacks.throughput.peak_flops=1e12")  # fmt: skip
-    launch(two_rank_command(root, small_corpus, None, *settings, *record(root / "record")), root)
+    keep = ["+callbacks.keep._target_=helpers_record.CopyCheckpointAt", "+callbacks.keep.step=10",
+            f"+callbacks.keep.copy_to={root / 'validation_step10.ckpt'}"]  # fmt: skip
+    launch(two_rank_command(root, small_corpus, None, *settings, *record(root / "record"), *keep), root)
     (run_dir,) = (root / "logs" / "train" / "runs").iterdir()  # PROJECT_ROOT=root; both ranks wrote into one
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return TwoRankRun(root, small_corpus, run_dir, ranks(root / "record"), metrics, settings)
@@ -149,20 +157,57 @@ def test_val_loss_of_two_ranks_is_the_val_loss_of_one_process(two_ranks, compose
     assert one_process["val/loss"] == pytest.approx(two_ranks.metrics["val/loss"], rel=1e-6)
 
 
+def assert_continues(two_ranks: TwoRankRun, record_dir: Path, step: int, run_dir: Path) -> None:
+    """Each rank of a run resumed at optimizer ``step`` trained on the uninterrupted run's samples from there, to
+    the same losses (dropout included: each rank gets its own generator state back) and the same final weights."""
+    for full, resumed in zip(two_ranks.ranks, ranks(record_dir), strict=True):
+        assert resumed["samples"] == full["samples"][step * BATCH // 2 :]
+        assert resumed["losses"] == full["losses"][step * ACCUMULATE :]
+    expected = weights(two_ranks.run_dir / "checkpoints" / "last.ckpt")
+    got = weights(run_dir / "checkpoints" / "last.ckpt")
+    assert [name for name in expected if not torch.equal(expected[name], got[name])] == []
+
+
 @pytest.mark.integration
-def test_a_two_rank_run_resumed_with_dropout_is_the_uninterrupted_one_bit_for_bit(two_ranks, tmp_path):
-    """Each rank gets back its own generator state: the resumed run's samples, losses and weights are the
-    uninterrupted run's."""
-    ckpt = two_ranks.run_dir / "checkpoints" / "step_000007.ckpt"
+@pytest.mark.parametrize("kind", ["periodic", "validation"])
+def test_a_two_rank_run_with_accumulation_resumed_is_the_uninterrupted_one_bit_for_bit(two_ranks, tmp_path, kind):
+    """From step_000007.ckpt (periodic, right after an optimizer step) and from last.ckpt as a validation wrote it
+    at step 10."""
+    step, ckpt = {
+        "periodic": (7, two_ranks.run_dir / "checkpoints" / "step_000007.ckpt"),
+        "validation": (10, two_ranks.root / "validation_step10.ckpt"),
+    }[kind]
+    assert read_checkpoint(ckpt)["global_step"] == step
     cmd = two_rank_command(two_ranks.root, two_ranks.corpus, tmp_path / "run", *two_ranks.settings,
                            *record(tmp_path / "record"), f"ckpt_path={ckpt}")  # fmt: skip
     launch(cmd, two_ranks.root)
-    for full, resumed in zip(two_ranks.ranks, ranks(tmp_path / "record"), strict=True):
-        assert resumed["samples"] == full["samples"][7 * BATCH // 2 :]
-        assert resumed["losses"] == full["losses"][7:]
-    expected = weights(two_ranks.run_dir / "checkpoints" / "last.ckpt")
-    got = weights(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert [name for name in expected if not torch.equal(expected[name], got[name])] == []
+    assert_continues(two_ranks, tmp_path / "record", step, tmp_path / "run")
+
+
+@pytest.mark.integration
+def test_a_job_stopped_by_sigterm_resumes_from_the_one_file_rank_0_chose(two_ranks, tmp_path):
+    """SIGTERM in the middle of step 13's accumulation window (2 of its 4 micro-batches done) stops both ranks at
+    the end of that step, never inside the window, and saves last.ckpt. The requeued job (ckpt_path=last, same run
+    directory) resumes from it although rank 1's view of the directory is stale (as it was at step 7): rank 0 chose
+    the file and verified it, the one checksum read of the job, and both ranks end bitwise equal to the
+    uninterrupted run."""
+    run = tmp_path / "run"
+    stop = ["+callbacks.signal._target_=helpers_record.SignalAt", "+callbacks.signal.step=12",
+            "+callbacks.signal.micro_batch=2"]  # fmt: skip
+    launch(two_rank_command(two_ranks.root, two_ranks.corpus, run, *two_ranks.settings, *record(tmp_path / "stopped"),
+                            *stop), two_ranks.root, status=143)  # fmt: skip
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 13
+    stale_view = tmp_path / "as_rank_1_sees_it"  # the directory as it was at step 7
+    stale_view.mkdir()
+    for name in ("step_000007.ckpt", "last.ckpt"):
+        shutil.copy(two_ranks.run_dir / "checkpoints" / "step_000007.ckpt", stale_view / name)
+    stale = ["+callbacks.stale._target_=helpers_record.StaleListing", f"+callbacks.stale.stale_view={stale_view}",
+             f"+callbacks.stale.out_dir={tmp_path / 'verify'}"]  # fmt: skip
+    launch(two_rank_command(two_ranks.root, two_ranks.corpus, run, *two_ranks.settings, *record(tmp_path / "resumed"),
+                            "ckpt_path=last", *stale), two_ranks.root)  # fmt: skip
+    assert_continues(two_ranks, tmp_path / "resumed", 13, run)
+    verifications = [json.loads((tmp_path / "verify" / f"verify_rank{r}.json").read_text()) for r in (0, 1)]
+    assert verifications == [1, 0]
 
 
 @pytest.mark.integration

@@ -99,7 +99,8 @@ def test_with_gradient_accumulation_saves_fall_on_optimizer_steps_and_resume_is_
     micro-batch 0 of a fresh run, none again at the first micro-batch of a resumed one, which would count it as
     seen without its gradient), and resuming from a checkpoint of the run, then from one the resumed run wrote,
     ends bitwise equal to the uninterrupted run."""
-    accumulate = ("trainer.accumulate_grad_batches=4", "trainer.max_steps=30", "model.config.resid_pdrop=0.1")
+    accumulate = ("trainer.accumulate_grad_batches=4", "trainer.val_check_interval=12", "trainer.max_steps=30",
+                  "model.config.resid_pdrop=0.1")  # fmt: skip
     full = recorded(compose_train, tmp_path, small_corpus, "full", *accumulate)
     saved = tmp_path / "full" / "run" / "checkpoints"
     assert sorted(p.name for p in saved.glob("step_*.ckpt")) == [f"step_{s:06d}.ckpt" for s in (7, 14, 21, 28)]
@@ -138,6 +139,52 @@ def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_co
     shutil.copy(checkpoints / "last.ckpt", best)
     os.utime(best, ns=(time.time_ns() + 10**9,) * 2)
     assert discovery.resolve_resume(str(cfg.paths.output_dir), cfg.paths.output_dir) == checkpoints / "last.ckpt"
+
+
+def saved_state(path: Path) -> dict:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return {"step": checkpoint["global_step"], "weights": checkpoint["state_dict"],
+            "moments": checkpoint["optimizer_states"][0]["state"]}  # fmt: skip
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    sa, sb = saved_state(a), saved_state(b)
+    assert sa["step"] == sb["step"]
+    for name in ("weights", "moments"):
+        flat_a = torch.utils._pytree.tree_leaves(sa[name])
+        flat_b = torch.utils._pytree.tree_leaves(sb[name])
+        assert len(flat_a) == len(flat_b) and all(torch.equal(x, y) for x, y in zip(flat_a, flat_b, strict=True)), name
+
+
+@pytest.mark.integration
+def test_asynchronous_saves_and_saves_without_hard_links_hold_the_same_states(
+    compose_train, small_corpus, tmp_path, monkeypatch
+):
+    """trainer.plugins.0.asynchronous=true: each file holds the state of the step it is named for (the snapshot is
+    taken before training goes on), last.ckpt is linked once the newest file is complete, and pruning keeps the
+    newest keep_last. A filesystem without hard links (os.link failing, as on object-store mounts): last.ckpt is
+    a copy with the same state. Both against the same run saved synchronously."""
+    steps = ("trainer.max_steps=21", "callbacks.run_checkpoint.keep_last=2")
+
+    def run(name: str, *extra: str) -> Path:
+        cfg = compose_train(*overrides(small_corpus, *steps, *extra))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / name)
+        train(cfg)
+        return tmp_path / name / "checkpoints"
+
+    reference = run("sync")
+    asynchronous = run("async", "trainer.plugins.0.asynchronous=true")
+    with monkeypatch.context() as m:
+        m.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+        no_links = run("no_links")
+    for saved in (asynchronous, no_links):
+        assert sorted(p.name for p in saved.glob("step_*.ckpt")) == ["step_000014.ckpt", "step_000021.ckpt"]
+        for name in ("step_000014.ckpt", "step_000021.ckpt", "last.ckpt"):
+            assert_same_state(reference / name, saved / name)
+        assert not list(saved.glob(".*"))
+    assert (asynchronous / "last.ckpt").stat().st_ino == (asynchronous / "step_000021.ckpt").stat().st_ino
+    assert (no_links / "last.ckpt").stat().st_ino != (no_links / "step_000021.ckpt").stat().st_ino
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, a filesystem other than $TMPDIR")
@@ -316,6 +363,25 @@ def test_a_signal_saves_last_ckpt_and_exits_with_its_status(small_corpus, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == [run_dir.name]
     assert json.loads((run_dir / "metrics.json").read_text())["step"] == steps
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("hook", ["setup", "on_fit_end"])
+def test_sigusr1_under_slurm_requeues_the_job_outside_training_too(small_corpus, tmp_path, hook):
+    """SLURM's warning signal before the training loop (data preparation, setup) or after its last step: nothing
+    to save, but the job is not done, so it is requeued (scontrol, faked here) and exits 0 at once."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides(small_corpus, "trainer.max_steps=3"),
+           f"paths.data_dir={tmp_path / 'data'}", "+callbacks.usr1._target_=helpers_record.SignalSelfIn",
+           f"+callbacks.usr1.hook={hook}", "+callbacks.usr1.signal=SIGUSR1"]  # fmt: skip
+    slurm = {**env(tmp_path), "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
 
 
 @pytest.mark.integration

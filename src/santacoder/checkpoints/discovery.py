@@ -18,10 +18,11 @@ def is_resumable(checkpoint: dict) -> bool:
     return "optimizer_states" in checkpoint and "loops" in checkpoint
 
 
-def _good_step(path: Path) -> int | None:
-    """The step of a checkpoint that reads, matches its checksum and can be resumed; None for any other file."""
+def _good_step(path: Path, verify: bool = True) -> int | None:
+    """The step of a checkpoint that reads, matches its checksum (``verify``: reads every byte) and can be
+    resumed; None for any other file."""
     try:
-        checkpoint = read_checkpoint(path, check_contents=True)
+        checkpoint = read_checkpoint(path, check_contents=verify)
     except ConfigError as e:
         log.warning("skipping %s: %s", path, e)
         return None
@@ -34,17 +35,17 @@ def checkpoints_in(directory: Path) -> list[Path]:
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
 
 
-def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None) -> Path | None:
-    """The newest checkpoint of ``directory`` that reads, matches its checksum and can be resumed, or None.
-    ``last.ckpt`` wins over a file of the same step written after it (``best_step_<n>.ckpt`` at the end of a
-    run): the same state, under the name a user expects a run to resume from."""
+def newest_good_checkpoint(directory: str | Path, exclude: Path | None = None, verify: bool = True) -> Path | None:
+    """The newest checkpoint of ``directory`` that reads, matches its checksum (unless not ``verify``) and can be
+    resumed, or None. ``last.ckpt`` wins over a file of the same step written after it (``best_step_<n>.ckpt`` at
+    the end of a run): the same state, under the name a user expects a run to resume from."""
     for path in checkpoints_in(Path(directory)):
-        step = None if path == exclude else _good_step(path)
+        step = None if path == exclude else _good_step(path, verify)
         if step is None:
             continue
         last = path.parent / "last.ckpt"
         if path != last and last != exclude and last.is_file():
-            last_step = _good_step(last)  # at least as far: the same state, under the name users expect
+            last_step = _good_step(last, verify)  # at least as far: the same state, under the name users expect
             if last_step is not None and last_step >= step:
                 return last
         return path
@@ -56,28 +57,30 @@ def checkpoint_dir(run_or_dir: Path) -> Path:
     return run_or_dir / "checkpoints" if (run_or_dir / "checkpoints").is_dir() else run_or_dir
 
 
-def resolve_resume(ckpt_path: str | None, output_dir: str | Path) -> Path | None:
+def resolve_resume(ckpt_path: str | None, output_dir: str | Path, *, verify: bool = True) -> Path | None:
     """The verified checkpoint file that ``ckpt_path`` names, or None to start from scratch.
 
     ``last``: the newest good checkpoint of this run's own directory (none yet: a new run, e.g. a SLURM job's
     first start); a run directory or a checkpoint directory: its newest good checkpoint; a file: that file.
     A damaged or unreadable file is refused with one line naming the newest good one beside it.
+    ``verify=False`` skips the checksums (every byte of each candidate): a quick look, not a decision.
     """
     if not ckpt_path:
         return None
+    say = log.info if verify else log.debug
     if str(ckpt_path) == "last":
-        found = newest_good_checkpoint(checkpoint_dir(Path(output_dir)))
+        found = newest_good_checkpoint(checkpoint_dir(Path(output_dir)), verify=verify)
         if found is None:
-            log.info("ckpt_path=last: no checkpoint in %s yet, starting a new run", output_dir)
+            say("ckpt_path=last: no checkpoint in %s yet, starting a new run", output_dir)
         else:
-            log.info("ckpt_path=last: resuming from %s", found)
+            say("ckpt_path=last: resuming from %s", found)
         return found
     path = Path(ckpt_path)
     if path.is_dir():
-        found = newest_good_checkpoint(checkpoint_dir(path))
+        found = newest_good_checkpoint(checkpoint_dir(path), verify=verify)
         if found is None:
             raise ConfigError(f"ckpt_path={str(ckpt_path)!r} holds no readable checkpoint (*.ckpt)")
-        log.info("resuming from %s, the newest good checkpoint of %s", found, path)
+        say("resuming from %s, the newest good checkpoint of %s", found, path)
         return found
     if not path.is_file():
         raise ConfigError(
@@ -85,7 +88,7 @@ def resolve_resume(ckpt_path: str | None, output_dir: str | Path) -> Path | None
             "earlier run, or ckpt_path=last"
         )
     try:
-        read_checkpoint(path, check_contents=True)
+        read_checkpoint(path, check_contents=verify)
     except ConfigError as e:
         good = newest_good_checkpoint(path.parent, exclude=path)
         hint = (

@@ -11,9 +11,11 @@ record at the end of each training batch; in a multi-process run the ranks first
 any rank's signal stops them all at the same batch), then every rank raises Lightning's ``SIGTERMException``, on
 which ``RunCheckpoint`` saves. Lightning's own SIGTERM handler is replaced during training: it broadcasts from
 inside the handler, which deadlocks when SLURM signals every rank at once (one rank in that broadcast, another in
-the gradient all-reduce). Outside training (data preparation, setup) there is nothing to save: the process exits
-at once with the status. Data-loader workers ignore these signals (``santacoder.data.datamodule``): the main
-process decides and shuts them down.
+the gradient all-reduce). Outside training (data preparation, setup, after the last step) there is nothing to
+save: the process exits at once with the status, a SIGUSR1 under SLURM having requeued the job first. Data-loader
+workers ignore SIGINT and SIGUSR1 and keep serving for a grace period after SIGTERM, then exit with status 0
+(``santacoder.data.datamodule``): the main process decides and shuts them down, and a stuck worker still yields to
+``kill``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def under_slurm() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID"))
 
 
+def is_global_rank_zero() -> bool:
+    """Whether this process is the job's global rank 0, from the launcher's environment (no process group needed)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+
+
 def stop_signals() -> list[signal.Signals]:
     return [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if under_slurm() else [])
 
@@ -43,8 +50,11 @@ def _handle(signum: int, frame) -> None:
     sig = signal.Signals(signum)
     if sig == signal.SIGINT and _received:
         raise KeyboardInterrupt  # a second Ctrl-C: stop now
-    if not _training:
-        raise SystemExit(EXIT_STATUS[sig] or 1)
+    if not _training:  # nothing to save: stop now (under SLURM, requeued first: the job is not finished)
+        status = EXIT_STATUS[sig]
+        if sig == signal.SIGUSR1 and is_global_rank_zero() and not requeue_slurm_job():
+            status = 1
+        raise SystemExit(status)
     if not _received:
         log.warning("received %s: saving last.ckpt after the current batch, then stopping", sig.name)
     _received.append(sig)

@@ -24,7 +24,13 @@ from santacoder.conf.instantiate import build
 from santacoder.errors import ConfigError, OutOfSpaceError, is_disk_full, stop
 from santacoder.training import signals
 from santacoder.training.callbacks import NonFiniteLossError, StopOnSignal
-from santacoder.training.preflight import check_devices, refuse_multirun_with_ddp, resolve_model_config
+from santacoder.training.preflight import (
+    check_devices,
+    refuse_multirun_with_ddp,
+    refuse_unsupported_checkpointing,
+    resolve_model_config,
+)
+from santacoder.training.resume import AgreedCheckpoint, AgreeOnResume
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +49,30 @@ def resume_wandb_run(cfg: DictConfig, ckpt: Path | None) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train as ``cfg`` says; returns the final metrics (also written to ``<output_dir>/metrics.json``)."""
+    """Train as ``cfg`` says; returns the final metrics (also written to ``<output_dir>/metrics.json``).
+
+    Stopping signals are handled from the first line to the last (``santacoder.training.signals``): inside the
+    training loop they save and stop at a step boundary; before and after it they stop at once, and SLURM's
+    SIGUSR1 requeues the job first, whenever it comes."""
+    signals.install()
+    try:
+        return _train(cfg)
+    finally:
+        signals.uninstall()
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
     refuse_multirun_with_ddp(cfg)
-    # which file to resume from, read and checksummed now: a damaged one stops the run before any other work
-    ckpt = resolve_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    refuse_unsupported_checkpointing(cfg)
+    # a quick look at the checkpoint to resume from (its metadata, as this process's listing shows it); the file
+    # is chosen and verified once per job, by rank 0 inside fit (santacoder.training.resume)
+    ckpt = resolve_resume(cfg.get("ckpt_path"), cfg.paths.output_dir, verify=False)
     datamodule = build(cfg, "data")  # validates data values and the corpus before any work
     datamodule.resume_with_other_data = bool(cfg.get("resume_with_other_data"))
     resolve_model_config(cfg, datamodule.tokenizer_size())
+    model_config = OmegaConf.to_container(cfg.model.config, resolve=True)
     if ckpt is not None:
-        refuse_unresumable(ckpt, OmegaConf.to_container(cfg.model.config, resolve=True))
+        refuse_unresumable(ckpt, model_config)
     check_devices(cfg)
     if cfg.extras.get("print_config"):
         _print_config(cfg)
@@ -62,6 +83,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build(cfg, "model")
     callbacks = [build(cfg.callbacks, name) for name in cfg.get("callbacks") or {}]
     callbacks.append(StopOnSignal())  # not optional: a signal must never lose the run's progress
+    resume = AgreedCheckpoint(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    if resume is not None:
+        callbacks.append(AgreeOnResume(resume, cfg.paths.output_dir, model_config))
     loggers = [build(cfg.logger, name) for name in cfg.get("logger") or {}]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     micro = datamodule.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
@@ -76,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     log.info("model: %s parameters", f"{model.model.num_params():,}")
     _log_config(trainer, cfg)
-    fit(trainer, model, datamodule, ckpt)
+    fit(trainer, model, datamodule, resume)
     _finish_wandb(trainer)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -90,13 +114,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def fit(trainer: L.Trainer, model, datamodule, ckpt: Path | None) -> None:
+def fit(trainer: L.Trainer, model, datamodule, ckpt: AgreedCheckpoint | Path | None) -> None:
     """``trainer.fit``, stopping cleanly on SIGTERM, SIGINT or SLURM's SIGUSR1 (see ``santacoder.training.signals``)."""
     # The data module puts its loader at the checkpoint's sample itself (CodeDataModule.state_dict); a loader
     # Lightning could resume (a stateful one) loses its state when configure_optimizers reads
     # estimated_stepping_batches (Lightning #20550), so Lightning's warning that ours is not resumable is wrong.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    signals.install()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     except SIGTERMException:
@@ -108,8 +131,6 @@ def fit(trainer: L.Trainer, model, datamodule, ckpt: Path | None) -> None:
             "stopped by %s at step %d; exit status %d", stop.name if stop else "SIGTERM", trainer.global_step, status
         )
         raise SystemExit(status) from None
-    finally:
-        signals.uninstall()
 
 
 def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
