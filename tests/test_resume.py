@@ -116,6 +116,20 @@ def test_with_gradient_accumulation_saves_fall_on_optimizer_steps_and_resume_is_
     assert_same_weights(saved / "last.ckpt", tmp_path / "second" / "run" / "checkpoints" / "last.ckpt")
 
 
+@pytest.mark.integration
+def test_a_finished_run_trained_longer_continues_mid_epoch(compose_train, small_corpus, tmp_path):
+    """A run that max_steps stopped in the middle of an epoch, resumed from its final last.ckpt with a higher
+    max_steps, continues that epoch with the samples an uninterrupted run sees next (not the next epoch: Lightning
+    counts the epoch as completed once its loop ends, so the final state is saved at the last batch)."""
+    full = recorded(compose_train, tmp_path, small_corpus, "full", "trainer.max_steps=6")
+    recorded(compose_train, tmp_path, small_corpus, "short", "trainer.max_steps=3")
+    last = tmp_path / "short" / "run" / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["epoch"] == 0
+    longer = recorded(compose_train, tmp_path, small_corpus, "longer", "trainer.max_steps=6", f"ckpt_path={last}")
+    assert longer["epochs"] == full["epochs"][3:] == [0, 0, 0]
+    assert longer["samples"] == full["samples"][3 * BATCH :]
+
+
 def test_last_ckpt_is_the_newest_state_whatever_the_loss(compose_train, small_corpus, tmp_path):
     """A finished run's last.ckpt holds its last step even when validation stopped improving; periodic files are
     pruned to keep_last; the best one is kept apart; no temporary file is left."""

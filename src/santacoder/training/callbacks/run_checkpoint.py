@@ -77,6 +77,11 @@ class RunCheckpoint(Checkpoint):
         self._stepped_to = step
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_step:
             self._save(trainer, periodic=True)
+        if _is_last_batch_of_training(trainer):
+            # the final state, saved now: once the loop ends, Lightning counts the epoch as completed even when
+            # max_steps stopped it midway, and a run resumed from that state to train longer would skip the
+            # rest of the epoch (on_train_end then finds this step saved)
+            self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # a validation inside an accumulation window (preflight refuses such intervals) is not saved: see above
@@ -133,6 +138,15 @@ class RunCheckpoint(Checkpoint):
         )
         for _, old in periodic[: -self.keep_last]:
             old.unlink(missing_ok=True)
+
+
+def _is_last_batch_of_training(trainer) -> bool:
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    last_epoch = (
+        trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    )
+    return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
 def _copy(src, dst, chunk: int = 64 << 20) -> None:
