@@ -31,6 +31,36 @@ def default_source() -> Path:
 class Document:
     name: str  # stable identity (relative path, or file:row): decides the train/validation split
     text: str
+    # where it came from, for attribution and per-language counts: path, language, and from The Stack's columns
+    # when a table has them, repo, license and stars (None where unknown)
+    meta: dict = field(default_factory=dict)
+
+
+# languages by file extension (a source file's, or a table row's `ext`), as The Stack names them in lower case
+LANGUAGES = {".py": "python", ".java": "java", ".js": "javascript", ".ts": "typescript", ".c": "c", ".h": "c",
+             ".cpp": "c++", ".cc": "c++", ".hpp": "c++", ".go": "go", ".rs": "rust", ".rb": "ruby", ".php": "php",
+             ".cs": "c#", ".scala": "scala", ".kt": "kotlin", ".sh": "shell", ".lua": "lua"}  # fmt: skip
+# The Stack's columns kept as metadata: (its column, our key)
+STACK_COLUMNS = (("max_stars_repo_name", "repo"), ("max_stars_repo_path", "path"), ("max_stars_count", "stars"),
+                 ("max_stars_repo_licenses", "license"), ("lang", "language"), ("ext", "ext"))  # fmt: skip
+
+
+def language_of(path: str, lang: str | None = None, ext: str | None = None) -> str | None:
+    """A document's language: a table's ``lang`` column, else its ``ext`` column, else the file's extension."""
+    if isinstance(lang, str) and lang:
+        return lang.lower()
+    suffix = f".{ext.lstrip('.')}" if isinstance(ext, str) and ext else Path(path).suffix
+    return LANGUAGES.get(suffix.lower())
+
+
+def row_meta(row: dict, name: str) -> dict:
+    """The metadata of a table row: The Stack's columns where present (licenses as one string)."""
+    meta = {ours: row.get(theirs) for theirs, ours in STACK_COLUMNS}
+    if isinstance(meta["license"], list):
+        meta["license"] = ",".join(str(x) for x in meta["license"])
+    meta["path"] = meta["path"] if isinstance(meta["path"], str) else name
+    meta["language"] = language_of(meta["path"], meta.pop("language"), meta.pop("ext"))
+    return meta
 
 
 # Why a document was skipped; each reason is counted (SkipCounts) and reported in one warning line.
@@ -94,8 +124,13 @@ class Corpus:
     than ``max_doc_bytes`` (UTF-8; None: no limit) are skipped before they are read whole."""
 
     def __init__(
-        self, source: str | Path | None, extensions: tuple[str, ...] | list[str], max_doc_bytes: int | None = None
+        self,
+        source: str | Path | None,
+        extensions: tuple[str, ...] | list[str],
+        max_doc_bytes: int | None = None,
+        setting: str = "data.source",  # the setting that named the source, for the messages
     ):
+        self.setting = setting
         self.source = Path(source).expanduser() if source else default_source()
         self.extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
         self.max_doc_bytes = max_doc_bytes
@@ -103,13 +138,13 @@ class Corpus:
         self._fingerprint: str | None = None
         if not self.source.exists():
             raise ConfigError(
-                f"data.source={str(self.source)!r} does not exist; point it at a directory of code "
+                f"{self.setting}={str(self.source)!r} does not exist; point it at a directory of code "
                 "or a .jsonl/.jsonl.gz/.parquet file with a 'content' column"
             )
         self.files = self._list_files()
         if not self.files:
             raise ConfigError(
-                f"data.source={str(self.source)!r} holds no files with extensions {list(self.extensions)} "
+                f"{self.setting}={str(self.source)!r} holds no files with extensions {list(self.extensions)} "
                 f"and no {'/'.join(TABLE_SUFFIXES)} files: the corpus is empty"
             )
 
@@ -130,8 +165,8 @@ class Corpus:
             where = f"{first.filename} ({first.strerror})"
             if not files:  # not "empty": the user must know it is a permission (or I/O) problem
                 raise ConfigError(
-                    f"data.source={str(self.source)!r} cannot be read: {where}; give this user read and execute "
-                    "permission on it (chmod -R u+rX) or point data.source elsewhere"
+                    f"{self.setting}={str(self.source)!r} cannot be read: {where}; give this user read and execute "
+                    f"permission on it (chmod -R u+rX) or point {self.setting} elsewhere"
                 )
             log.warning(
                 "could not list %d directories of %s, their files are left out: e.g. %s",
@@ -166,14 +201,7 @@ class Corpus:
         self.skipped = SkipCounts()
         used = 0
         for path in self.files:
-            name = str(path.relative_to(self.source)) if self.source.is_dir() else path.name
-            if path.name.endswith(".parquet"):
-                documents = self._read_parquet(path, name)
-            elif self._is_table(path):
-                documents = self._read_jsonl(path, name)
-            else:
-                documents = filter(None, [self._read_source_file(path, name)])
-            for doc in documents:
+            for doc in self.read_file(path):
                 used += 1
                 yield doc
         if self.skipped.total:
@@ -181,11 +209,22 @@ class Corpus:
         if not used:
             self._refuse_unusable()
 
+    def read_file(self, path: Path) -> Iterator[Document]:
+        """The documents of one of ``self.files``, bad ones skipped and counted in ``self.skipped``: a source
+        file is one document, a table one per usable row. (``prepare`` gives each task every n-th file.)"""
+        name = str(path.relative_to(self.source)) if self.source.is_dir() else path.name
+        if path.name.endswith(".parquet"):
+            yield from self._read_parquet(path, name)
+        elif self._is_table(path):
+            yield from self._read_jsonl(path, name)
+        else:
+            yield from filter(None, [self._read_source_file(path, name)])
+
     def _refuse_unusable(self) -> None:
         """Every file or row was skipped: say why, and what to do, instead of a later 'corpus too small'."""
         remedies = [REMEDIES[r] for r in sorted(self.skipped.counts) if r in REMEDIES]
         raise ConfigError(
-            f"data.source={str(self.source)!r} has no usable document: all were skipped "
+            f"{self.setting}={str(self.source)!r} has no usable document: all were skipped "
             f"({self.skipped.summary() if self.skipped.total else 'every file is empty'})"
             + (f"; {'; '.join(remedies)}" if remedies else "")
         )
@@ -206,7 +245,7 @@ class Corpus:
             self.skipped.add("binary", name)
             return None
         try:
-            return Document(name, data.decode("utf-8"))
+            return Document(name, data.decode("utf-8"), {"path": name, "language": language_of(name)})
         except UnicodeDecodeError:
             self.skipped.add("not_utf8", name)
             return None
@@ -273,7 +312,8 @@ class Corpus:
         if self._too_large(len(content.encode("utf-8"))):
             self.skipped.add("too_large", where)
             return None
-        return Document(doc_name, content)  # named by row index from 0, as before: splits stay as they were
+        # named by row index from 0, as before: splits stay as they were
+        return Document(doc_name, content, row_meta(row, doc_name))
 
     def _read_parquet(self, path: Path, name: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
@@ -284,15 +324,17 @@ class Corpus:
                 raise ConfigError(
                     f"parquet file {str(path)!r} has no 'content' column (columns: {table.schema_arrow.names})"
                 )
+            columns = ["content"] + [c for c, _ in STACK_COLUMNS if c in table.schema_arrow.names]
             row = 0
-            for batch in table.iter_batches(columns=["content"], batch_size=256):
-                for content in batch.column(0).to_pylist():
+            for batch in table.iter_batches(columns=columns, batch_size=256):
+                for record in batch.to_pylist():
+                    content = record["content"]
                     if not isinstance(content, str):
                         self.skipped.add("no_content", f"{name}:{row}")
                     elif self._too_large(len(content.encode("utf-8"))):
                         self.skipped.add("too_large", f"{name}:{row}")
                     else:
-                        yield Document(f"{name}:{row}", content)
+                        yield Document(f"{name}:{row}", content, row_meta(record, f"{name}:{row}"))
                     row += 1
         except (OSError, ValueError) as e:
             if isinstance(e, ConfigError):
