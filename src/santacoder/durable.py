@@ -20,3 +20,20 @@ def fsync_dir(directory: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole: a hidden temporary beside it, fsynced, renamed over it, the directory
+    fsynced. A crash leaves the old file or the new one, never a mix (small records: manifests, settings)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

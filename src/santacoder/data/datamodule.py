@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -54,6 +55,16 @@ def ignore_stop_signals(worker_id: int, grace_s: float = WORKER_SIGTERM_GRACE_S)
     signal.signal(signal.SIGTERM, exit_after_grace)
 
 
+def plain(value):
+    """``value`` with plain lists and dicts for OmegaConf's containers (which Hydra passes): checkpoints store the
+    data module's hyper-parameters, and load with ``weights_only``."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain(v) for v in value]
+    return value
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     # Status 0, not death by the signal: torch's main process raises on a worker that exits with a non-zero status
     # or by a signal (its SIGCHLD handler), which would turn a clean stop into a crash of the batch or the save.
@@ -89,12 +100,10 @@ class CodeDataModule(L.LightningDataModule):
         pin_memory: bool,
     ):
         super().__init__()
-        # plain containers (not OmegaConf's): checkpoints store these hyper-parameters and load weights_only
-        extensions = [str(e) for e in extensions]
-        fim_tokens = fim_tokens if isinstance(fim_tokens, str) else {str(k): str(v) for k, v in fim_tokens.items()}
+        extensions, fim_tokens = plain(extensions), plain(fim_tokens)
         self.save_hyperparameters(logger=False)
         self.source = source
-        self.extensions = tuple(extensions)
+        self.extensions = tuple(extensions) if extensions is not None else None  # None: data=prepared's
         self.max_doc_bytes = max_doc_bytes
         self.tokenizer_path = tokenizer
         self.vocab_size = vocab_size
@@ -129,7 +138,6 @@ class CodeDataModule(L.LightningDataModule):
 
         check(0.0 <= self.fim_rate <= 1.0, f"data.fim_rate={self.fim_rate} must be between 0 and 1")
         check(0.0 <= self.fim_spm_rate <= 1.0, f"data.fim_spm_rate={self.fim_spm_rate} must be between 0 and 1")
-        check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1")
         check(
             isinstance(self.seq_len, int) and self.seq_len > 0,
             f"data.seq_len={self.seq_len} must be a positive integer",
@@ -139,10 +147,6 @@ class CodeDataModule(L.LightningDataModule):
             f"data.batch_size={self.batch_size} must be a positive integer (global batch, in sequences)",
         )
         check(self.num_workers >= 0, f"data.num_workers={self.num_workers} must be >= 0")
-        check(
-            isinstance(self.max_doc_bytes, int) and self.max_doc_bytes > 0,
-            f"data.max_doc_bytes={self.max_doc_bytes} must be a positive integer (bytes; The Stack used 1000000)",
-        )
         if isinstance(self.fim_tokens_style, str):
             check(
                 self.fim_tokens_style in FIM_TOKEN_STYLES,
@@ -153,6 +157,15 @@ class CodeDataModule(L.LightningDataModule):
             names = dict(self.fim_tokens_style)
             unknown = set(names) - set(vars(FIMTokens()))
             check(not unknown, f"data.fim_tokens has unknown keys {sorted(unknown)}; use eod/prefix/middle/suffix/pad")
+        self._validate_source(check)
+
+    def _validate_source(self, check) -> None:
+        """The settings of where the tokens come from: here a corpus, split and tokenized in the run."""
+        check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1")
+        check(
+            isinstance(self.max_doc_bytes, int) and self.max_doc_bytes > 0,
+            f"data.max_doc_bytes={self.max_doc_bytes} must be a positive integer (bytes; The Stack used 1000000)",
+        )
         if self.tokenizer_path is not None:
             check(
                 Path(self.tokenizer_path).exists(),
@@ -252,25 +265,17 @@ class CodeDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self._load_tokenizer()
-        store_dir = self._store_dir(self.tokenizer)
         for split in SPLITS:
-            # prepare_data (global rank 0) read it all against its checksums: every rank reads the metadata only
-            problem = store_problem(store_dir / split, self.tokenizer, check_contents=False)
-            if problem:  # it changed since, or ranks see other storage
-                raise ConfigError(
-                    f"token store {store_dir / split} is incomplete or damaged ({problem}); run again to rebuild "
-                    f"it, and on a cluster put data.cache_dir={str(self.cache_dir)!r} on storage every node sees"
-                )
-            store = TokenStore(store_dir / split)
+            store = self._open_split(split)
             dataset = PackedFIMDataset(
                 store, self.tokenizer, self.seq_len, self.fim_rate, self.fim_spm_rate, self.seed, split
             )
             if len(dataset) == 0:
                 raise ConfigError(
-                    f"the {split} split of data.source={str(self.corpus.source)!r} has {store.num_tokens} tokens "
+                    f"the {split} split of {self._source_setting()} has {store.num_tokens} tokens "
                     f"({store.num_docs} documents), too few for one sample of data.seq_len={self.seq_len} + 1; "
                     "use a larger corpus, a shorter seq_len"
-                    + (", or a larger data.val_fraction" if split == "val" else "")
+                    + (", or a larger data.val_fraction" if split == "val" and self.val_fraction else "")
                 )
             self.datasets[split] = dataset
         log.info(
@@ -281,6 +286,28 @@ class CodeDataModule(L.LightningDataModule):
             self._tokenizer_file(),
             len(self.tokenizer),
         )
+
+    def _open_split(self, split: str) -> TokenStore:
+        store_dir = self._store_dir(self.tokenizer)
+        # prepare_data (global rank 0) read it all against its checksums: every rank reads the metadata only
+        problem = store_problem(store_dir / split, self.tokenizer, check_contents=False)
+        if problem:  # it changed since, or ranks see other storage
+            raise ConfigError(
+                f"token store {store_dir / split} is incomplete or damaged ({problem}); run again to rebuild "
+                f"it, and on a cluster put data.cache_dir={str(self.cache_dir)!r} on storage every node sees"
+            )
+        return TokenStore(store_dir / split)
+
+    def _source_setting(self) -> str:
+        """The setting that names the data, with its value, for messages."""
+        return f"data.source={str(self.corpus.source)!r}"
+
+    def _data_fingerprint(self) -> tuple[str, str]:
+        """Where the data is and a fingerprint of its content, saved in checkpoints (``state_dict``)."""
+        return str(self.corpus.source), self.corpus.fingerprint()
+
+    # What changes the fingerprint, said when a checkpoint's differs from this run's.
+    data_changes = "files were added, removed, changed or moved"
 
     # -- loaders ------------------------------------------------------------------------------------
 
@@ -321,21 +348,21 @@ class CodeDataModule(L.LightningDataModule):
         """Where training is in the data: the epoch and how many of its samples the whole job has trained on.
 
         Counted from the batches this rank has processed: a checkpoint written at a batch's end includes that
-        batch, unlike Lightning's own counter at that moment. (With gradient accumulation, a save between two
-        optimizer steps, which only a signal causes, loses the partly accumulated gradient: that one step of the
-        resumed run sums fewer micro batches.)
+        batch, unlike Lightning's own counter at that moment. Checkpoints are written only where an optimizer
+        step ends (``RunCheckpoint``), so no partly accumulated gradient is ever counted as seen.
         """
         trainer = self.trainer
         if trainer is None:
             return {}
         processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         micro = self.micro_batch_size(trainer.world_size, trainer.accumulate_grad_batches)
+        source, fingerprint = self._data_fingerprint()
         return {
             "epoch": trainer.current_epoch,
             "samples_seen": processed * micro * trainer.world_size,
             # what the position means: resuming with other data is refused unless asked for (load_state_dict)
-            "source": str(self.corpus.source),
-            "corpus": self.corpus.fingerprint(),
+            "source": source,
+            "corpus": fingerprint,
             "tokenizer": self._load_tokenizer().fingerprint(),
         }
 
@@ -349,13 +376,13 @@ class CodeDataModule(L.LightningDataModule):
         another corpus continues at a position that means other samples: both are refused unless the user says
         to go on (checkpoints written before these were saved are not checked)."""
         ckpt = getattr(self.trainer, "ckpt_path", None) if self.trainer is not None else None
-        tokenizer, corpus = self._load_tokenizer().fingerprint(), self.corpus.fingerprint()
+        tokenizer, corpus = self._load_tokenizer().fingerprint(), self._data_fingerprint()[1]
         if "tokenizer" in saved and saved["tokenizer"] != tokenizer:
             what = f"another tokenizer ({saved['tokenizer']}; this run's is {tokenizer}, so its ids mean other text)"
         elif "corpus" in saved and saved["corpus"] != corpus:
             what = (
-                f"another corpus (data.source={saved['source']!r} with fingerprint {saved['corpus']}; this run's "
-                f"data.source={str(self.corpus.source)!r} has {corpus}: files were added, removed, changed or moved)"
+                f"another corpus ({saved['source']!r} with fingerprint {saved['corpus']}; this run's "
+                f"{self._source_setting()} has {corpus}: {self.data_changes})"
             )
         else:
             return

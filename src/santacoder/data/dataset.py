@@ -1,4 +1,5 @@
-"""Packed FIM samples over a token store, and the sampler that tells each sample its epoch."""
+"""Packed FIM samples over a token store (or a split of prepared data), and the sampler that tells each sample its
+epoch."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from santacoder.data.shards import PreparedSplit
 from santacoder.data.token_store import TokenStore
 from santacoder.model.loss import IGNORE_INDEX
 from santacoder.text.fim import fim_sample
@@ -14,7 +16,9 @@ from santacoder.text.tokenizer import CodeTokenizer
 
 class PackedFIMDataset(Dataset):
     """Sample ``i`` is tokens ``[i * seq_len, (i + 1) * seq_len]`` of the store (``seq_len + 1`` ids, documents
-    joined by ``<|endoftext|>``), FIM-transformed with randomness seeded by (seed, split, epoch, i).
+    joined by ``<|endoftext|>``), FIM-transformed with randomness seeded by (seed, split, epoch, i). The store is
+    anything with ``tokens[start:stop]`` and ``num_tokens``: an in-run token store or a split of prepared data,
+    which lay their tokens out alike.
 
     Items are dicts of ``input_ids`` = sample[:-1] and ``labels`` = sample[1:], with ``<fim-pad>`` labels set to
     ``IGNORE_INDEX`` so padding is never trained on. Index with ``(epoch, i)`` or a plain ``i`` (epoch 0).
@@ -22,7 +26,7 @@ class PackedFIMDataset(Dataset):
 
     def __init__(
         self,
-        store: TokenStore,
+        store: TokenStore | PreparedSplit,
         tokenizer: CodeTokenizer,
         seq_len: int,
         fim_rate: float,

@@ -9,8 +9,6 @@ checksum.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from santacoder.data.cache_files import temporary_prefix
+from santacoder.data.checksums import ChecksummedFile, checksum_of
 from santacoder.data.corpus import Document, is_validation
 from santacoder.durable import fsync_dir
 from santacoder.errors import is_disk_full, out_of_space
@@ -34,9 +33,14 @@ SPLITS = ("train", "val")
 # thread) and ~50 per byte of the call's output (measured with 0.23), so this bounds tokenization to well under
 # 1 GB whatever the corpus (documents are at most data.max_doc_bytes), and is still hundreds of files per call.
 BATCH_BYTES = 4 * 2**20
-# Files whose content meta.json vouches for with a checksum, and the read size of the check.
+# Files whose content meta.json vouches for with a checksum.
 CHECKED_FILES = ("tokens.bin", "doc_offsets.npy")
-CHECK_CHUNK_BYTES = 16 * 2**20
+
+
+def token_dtype(tokenizer: CodeTokenizer) -> type:
+    """The smallest unsigned type that holds every id of ``tokenizer``: half the disk and page cache of uint32 for
+    any vocabulary up to 65,536 tokens (SantaCoder's 49,157)."""
+    return np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
 class TokenStore:
@@ -72,12 +76,17 @@ class TokenStore:
 
 
 def store_problem(
-    directory: str | Path, tokenizer: CodeTokenizer | None = None, *, check_contents: bool = True
+    directory: str | Path,
+    tokenizer: CodeTokenizer | None = None,
+    *,
+    check_contents: bool = True,
+    checked: tuple[str, ...] = CHECKED_FILES,
 ) -> str | None:
     """Why the store of one split cannot be trusted (missing or unreadable files, sizes that disagree with
     ``meta.json``, offsets out of order, another tokenizer's ids, content that fails its checksum), or None when
-    it is whole. ``check_contents`` reads every file (the tokens once, streaming) to compare the checksums: done
-    once per job, by the process that prepares the data; without it, the metadata and offsets only."""
+    it is whole. ``check_contents`` reads every file of ``checked`` (the tokens once, streaming) to compare the
+    checksums: done once per job, by the process that prepares the data; without it, the metadata and offsets
+    only."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
@@ -97,23 +106,14 @@ def store_problem(
         return f"it was written by another tokenizer ({meta.get('tokenizer')}, not {tokenizer.fingerprint()})"
     # Stores written before checksums were recorded have none: they pass on the checks above, so existing caches
     # keep working.
-    for name in (n for n in CHECKED_FILES if n in checksums and check_contents):
+    for name in (n for n in checked if n in checksums and check_contents):
         try:
-            actual = _checksum_of(directory / name)
+            actual = checksum_of(directory / name)
         except OSError as e:
             return f"{name} is unreadable ({type(e).__name__}: {e})"
         if actual != checksums[name]:
             return f"{name} is damaged: its content does not match the checksum in meta.json"
     return None
-
-
-def _checksum_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(CHECK_CHUNK_BYTES))
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(buffer[:n])
-    return "sha256:" + digest.hexdigest()
 
 
 def build_token_stores(
@@ -128,7 +128,7 @@ def build_token_stores(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out_dir), dir=out_dir.parent))
-    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    dtype = token_dtype(tokenizer)
     writers: dict[str, _SplitWriter] = {}
     try:
         writers.update({s: _SplitWriter(tmp / s, dtype) for s in SPLITS})
@@ -180,45 +180,12 @@ def _write_batch(batch: list[Document], tokenizer: CodeTokenizer, writers: dict,
         writers[split].add(ids + [tokenizer.eod_id])
 
 
-class _ChecksummedFile:
-    """A binary file for writing that hashes what goes through it (no second pass over the file) and is fsynced
-    when closed."""
-
-    def __init__(self, path: Path):
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in close() or discard())
-        self.digest = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.file.write(data)
-
-    def close(self) -> str:
-        """Flush, fsync and close the file; its checksum."""
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-        finally:
-            self.file.close()
-        return "sha256:" + self.digest.hexdigest()
-
-    def discard(self) -> None:
-        """Close without fsync, on failure (a no-op after close())."""
-        with contextlib.suppress(OSError):  # flushing to a full disk fails again
-            self.file.close()
-
-    def __enter__(self) -> _ChecksummedFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
-
-
 class _SplitWriter:
     def __init__(self, directory: Path, dtype: type):
         directory.mkdir(parents=True)
         self.directory = directory
         self.dtype = dtype
-        self.file = _ChecksummedFile(directory / "tokens.bin")
+        self.file = ChecksummedFile(directory / "tokens.bin")
         self.offsets = [0]
 
     def add(self, ids: list[int]) -> None:
@@ -227,7 +194,7 @@ class _SplitWriter:
 
     def close(self, meta: dict) -> None:
         checksums = {"tokens.bin": self.file.close()}
-        with _ChecksummedFile(self.directory / "doc_offsets.npy") as f:
+        with ChecksummedFile(self.directory / "doc_offsets.npy") as f:
             np.save(f, np.asarray(self.offsets, dtype=np.int64))
             checksums["doc_offsets.npy"] = f.close()
         meta = {

@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 from santacoder.checkpoints.format import attach_tokenizer, read_meta, stamp
 from santacoder.checkpoints.loading import load
 from santacoder.config import GPTConfig
+from santacoder.data.prepared_datamodule import adopt_data_state
 from santacoder.errors import ConfigError
 from santacoder.model.gpt import GPT
 from santacoder.model.loss import IGNORE_INDEX
@@ -246,6 +247,9 @@ class SantaCoderLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         read_meta(checkpoint)  # refuses a file of a newer format before Lightning restores anything from it
         self._restore_rng_states(checkpoint.get(RNG_KEY))
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is not None:  # Lightning restores the data module's state next, found by its class's name
+            adopt_data_state(checkpoint, datamodule)
 
     # Dropout draws from torch's global generators, so an exact resume needs each rank's generator state: the
     # data loaders have their own generators (CodeDataModule) and never draw from these.
