@@ -373,12 +373,95 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_prepare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prepare",
+        help="tokenize a corpus into shards that training reads (datatrove: this machine or SLURM)",
+        description="The same as `python prepare.py source=... out=... tokenizer=...` (configs/prepare.yaml): read "
+        "the sources, tokenize, write one shard per task into OUT; run it again after a kill and it resumes.",
+    )
+    parser.add_argument("source", nargs="+", help="directories of code or .jsonl/.jsonl.gz/.parquet files")
+    parser.add_argument("--out", required=True, help="the prepared directory")
+    parser.add_argument("--tokenizer", required=True, help="a tokenizer.json")
+    parser.add_argument("--tasks", type=int, help="shards (fixed per prepared directory); default: prepare.yaml's")
+    parser.add_argument("--workers", type=int, help="local tasks at once (default: all)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="any other setting of configs/prepare.yaml"
+    )
+    parser.set_defaults(func=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from santacoder.conf.compose import CONFIG_DIR
+
+    try:  # datatrove is an optional extra: imported only when prepare is asked for
+        from santacoder.data.prepare.pipeline import prepare
+    except ImportError as e:
+        raise ConfigError(f"prepare needs datatrove ({e}); install it with: pip install 'santacoder[data]'") from None
+    base = OmegaConf.load(CONFIG_DIR / "prepare.yaml")
+    del base["hydra"]
+    given = {"source": args.source, "out": args.out, "tokenizer": args.tokenizer}
+    if args.tasks is not None:
+        given["tasks"] = args.tasks
+    if args.workers is not None:
+        given["executor"] = {"workers": args.workers}
+    try:
+        cfg = OmegaConf.merge(base, given, OmegaConf.from_dotlist(args.set))
+    except Exception as e:  # an unknown or mistyped key: OmegaConf's message names it
+        raise ConfigError(f"--set: {e}".splitlines()[0]) from None
+    manifest = prepare(cfg)
+    if manifest is not None:
+        for split, counts in manifest["splits"].items():
+            print(f"{split}: {counts['num_docs']:,} documents, {counts['num_tokens']:,} tokens")
+        print(f"prepared {args.out}; train with: python train.py data=prepared data.path={args.out}")
+    return 0
+
+
+def add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-tokenizer",
+        help="train a byte-level BPE with FIM tokens on a sample of a corpus (or of a prepared directory's sources)",
+        description="Train SantaCoder's kind of tokenizer (byte-level BPE, digits split, FIM special tokens) on a "
+        "seeded sample of the corpus: files in random order, read until --sample-bytes of text are in.",
+    )
+    parser.add_argument("source", nargs="+", help="directories of code, .jsonl/.jsonl.gz/.parquet, or a prepared dir")
+    parser.add_argument("--out", required=True, help="the tokenizer.json to write")
+    parser.add_argument("--vocab-size", type=int, default=49152, help="tokens, the 5 FIM specials included")
+    parser.add_argument("--sample-bytes", type=float, default=1e9, help="text to train on (default 1e9: 1 GB)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fim-tokens", choices=("santacoder", "starcoder"), default="santacoder")
+    parser.add_argument("--extensions", nargs="+", default=[".py", ".java", ".js"])
+    parser.set_defaults(func=run_train_tokenizer)
+
+
+def run_train_tokenizer(args: argparse.Namespace) -> int:
+    from santacoder.data.tokenizer_sample import train_on_sample
+    from santacoder.text.tokenizer import FIMTokens
+
+    sources = []
+    for source in args.source:  # a prepared directory stands for the sources it was prepared from
+        settings = Path(source) / "prepare.json"
+        sources += [s["path"] for s in json.loads(settings.read_text())["sources"]] if settings.is_file() else [source]
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out={args.out!r} is a directory; give the tokenizer.json file to write")
+    fim = FIMTokens() if args.fim_tokens == "santacoder" else FIMTokens.starcoder()
+    tokenizer = train_on_sample(sources, args.vocab_size, sample_bytes=int(args.sample_bytes), seed=args.seed,
+                                extensions=tuple(args.extensions), fim_tokens=fim)  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(out)
+    print(f"wrote {out}: {len(tokenizer):,} tokens (FIM: {', '.join(fim.as_list()[1:])})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="santacoder", description="SantaCoder-style code models: inspect, convert, generate and infill."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_info, add_convert, add_generate, add_infill, add_demo):
+    for add in (add_info, add_convert, add_generate, add_infill, add_demo, add_prepare, add_train_tokenizer):
         add(subparsers)
     return parser
 
