@@ -94,6 +94,22 @@ def test_decoding_gives_the_tokens_of_transformers(results):
         assert ratio(row["ratio"]) == pytest.approx(expected, rel=0.01)
 
 
+def test_prepare_gives_the_in_run_tokens_and_is_measured_against_the_in_run_path(results):
+    pytest.importorskip("datatrove", reason="prepare needs the data extra: pip install 'santacoder[data]'")
+    table = {row["variant"]: row for row in rows(results, "Data preparation")}
+    assert list(table) == [
+        "in-run (build_token_stores)", "prepare, 2 tasks, 1 worker", "prepare, 2 tasks, 2 workers"
+    ]  # fmt: skip
+    assert all(row["same docs and tokens"] == "yes" for row in table.values())  # per split, as the in-run stores
+    assert [row["processes"] for row in table.values()] == ["1", "1", "2"]
+    reference = table["in-run (build_token_stores)"]
+    for row in table.values():
+        # the same tokens in every row: the speed ratio is that of the rates (printed to one token per second)
+        assert number(row["MB/s per process"]) == pytest.approx(number(row["MB/s"]) / int(row["processes"]), abs=0.01)
+        assert ratio(row["speed vs in-run"]) == pytest.approx(number(row["tokens/s"]) / number(reference["tokens/s"]),
+                                                               abs=0.006)  # fmt: skip
+
+
 def test_the_checkpoint_stall_is_measured_for_both_plugins_and_leaves_no_file(tmp_path):
     """Not part of `make bench` (a 1.1B save takes minutes): run on its own, the tiny preset."""
     cmd = [sys.executable, "-m", "santacoder.bench.checkpoint_stall", "--smoke", "--dir", str(tmp_path)]

@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("FIM data pipeline, one worker", "fim_pipeline", []),
     ("Attention forward + backward, per backend", "attention", []),
     ("Decoding: santacoder.generate vs transformers' generate", "decode", []),
+    ("Data preparation: prepare (datatrove) vs in-run tokenization", "prepare_throughput", []),
 ]
 
 
