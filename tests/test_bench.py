@@ -153,3 +153,16 @@ def test_the_compiled_training_step_has_the_same_loss(tmp_path):
         assert "needs a C++ compiler" in results
         return
     assert table["santacoder, chunked loss, compiled"]["same loss"] == "yes"
+
+
+@pytest.mark.integration
+def test_training_memory_stays_flat_when_the_prepared_corpus_grows_tenfold():
+    """Not part of `make bench` (minutes at full size): the smoke size, 0.5 MB against 5 MB of prepared tokens."""
+    pytest.importorskip("datatrove", reason="prepare needs the data extra")
+    cmd = [sys.executable, "-m", "santacoder.bench.prepared_memory", "--smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {row["corpus"]: row for row in table_rows(done.stdout)}
+    tokens = {name: int(row["tokens"].replace(",", "")) for name, row in rows.items()}
+    assert 9 < tokens["10x"] / tokens["1x"] < 11
+    assert float(rows["10x"]["vs 1x"]) < 1.10  # the issue's bound: within 10%
