@@ -46,6 +46,7 @@ class RunCheckpoint(Checkpoint):
         self._saved_step: int | None = None  # the step of the state last.ckpt holds, written by this process
         self._stepped_to = 0  # the global step after the last optimizer step this process saw
         self._at_step_boundary = True  # whether the last training batch ended an optimizer step
+        self._final_step: int | None = None  # the step whose state was saved as the run's last
 
     @property
     def last_path(self) -> Path:
@@ -80,13 +81,15 @@ class RunCheckpoint(Checkpoint):
         if _is_last_batch_of_training(trainer):
             # the final state, saved now: once the loop ends, Lightning counts the epoch as completed even when
             # max_steps stopped it midway, and a run resumed from that state to train longer would skip the
-            # rest of the epoch (on_train_end then finds this step saved)
+            # rest of the epoch (on_train_end then finds this step saved; a validation that follows saves again,
+            # for its val/loss)
             self._save(trainer)
+            self._final_step = step
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # a validation inside an accumulation window (preflight refuses such intervals) is not saved: see above
         if not trainer.sanity_checking and trainer.state.fn == "fit" and self._at_step_boundary:
-            self._save(trainer)
+            self._save(trainer, again=trainer.global_step == self._final_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
@@ -101,11 +104,11 @@ class RunCheckpoint(Checkpoint):
 
     # -- how ----------------------------------------------------------------------------------------------
 
-    def _save(self, trainer, periodic: bool = False) -> None:
+    def _save(self, trainer, periodic: bool = False, again: bool = False) -> None:
         step = trainer.global_step
         if trainer.fast_dev_run:
             return  # a smoke test of the code path, as Lightning's own ModelCheckpoint treats it
-        if step == self._saved_step and not periodic:
+        if step == self._saved_step and not periodic and not again:
             return  # last.ckpt already holds this state
         if periodic:
             path = self.dirpath / f"step_{step:06d}.ckpt"
