@@ -18,11 +18,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from santacoder.data.cache_files import remove_stale_temporaries, temporary_prefix
 from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
+from santacoder.data.shards import PreparedSplit
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores, store_problem
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
 from santacoder.text.tokenizer import CodeTokenizer, FIMTokens, train_tokenizer
@@ -118,7 +119,7 @@ class CodeDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.pin_memory = pin_memory
         self.tokenizer: CodeTokenizer | None = None
-        self.datasets: dict[str, PackedFIMDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
         self._corpus: Corpus | None = None
         self._resume_position: tuple[int, int] | None = None  # (epoch, samples seen), from a checkpoint
         # Resume from a checkpoint written with another corpus or tokenizer (train.py sets it from the run's
@@ -266,18 +267,7 @@ class CodeDataModule(L.LightningDataModule):
             return
         self._load_tokenizer()
         for split in SPLITS:
-            store = self._open_split(split)
-            dataset = PackedFIMDataset(
-                store, self.tokenizer, self.seq_len, self.fim_rate, self.fim_spm_rate, self.seed, split
-            )
-            if len(dataset) == 0:
-                raise ConfigError(
-                    f"the {split} split of {self._source_setting()} has {store.num_tokens} tokens "
-                    f"({store.num_docs} documents), too few for one sample of data.seq_len={self.seq_len} + 1; "
-                    "use a larger corpus, a shorter seq_len"
-                    + (", or a larger data.val_fraction" if split == "val" and self.val_fraction else "")
-                )
-            self.datasets[split] = dataset
+            self.datasets[split] = self._dataset(split)
         log.info(
             "data: %d train / %d val samples of %d tokens; tokenizer %s (%d tokens)",
             len(self.datasets["train"]),
@@ -286,6 +276,25 @@ class CodeDataModule(L.LightningDataModule):
             self._tokenizer_file(),
             len(self.tokenizer),
         )
+
+    def _dataset(self, split: str) -> Dataset:
+        """The samples of ``split``, refused in one line when there is not one."""
+        store = self._open_split(split)
+        dataset = self._packed(store, split)
+        if len(dataset) == 0:
+            raise ConfigError(
+                f"the {split} split of {self._source_setting()} has {store.num_tokens} tokens "
+                f"({store.num_docs} documents), too few for one sample of data.seq_len={self.seq_len} + 1; "
+                "use a larger corpus, a shorter seq_len"
+                + (", or a larger data.val_fraction" if split == "val" and self.val_fraction else "")
+            )
+        return dataset
+
+    def _packed(self, store: TokenStore | PreparedSplit, split: str, source: int = 0) -> PackedFIMDataset:
+        # a mixture's sources after the first get their own FIM randomness: sample p of two sources must not
+        # share its FIM draws (source 0 keeps the seed, so one source is exactly data.path's samples)
+        seed = self.seed + 1_000_003 * source
+        return PackedFIMDataset(store, self.tokenizer, self.seq_len, self.fim_rate, self.fim_spm_rate, seed, split)
 
     def _open_split(self, split: str) -> TokenStore:
         store_dir = self._store_dir(self.tokenizer)
