@@ -197,3 +197,17 @@ def test_train_tokenizer_reads_a_seeded_sample_not_the_whole_corpus(corpus, tmp_
     assert cli(["train-tokenizer", str(corpus), "--out", str(tmp_path / "b.json"), "--vocab-size", "300",
                 "--sample-bytes", "2000"]) == 0  # fmt: skip
     assert out.read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_a_one_task_prepare_reads_as_the_in_run_token_store(corpus, tokenizer_file, tokenizer, tmp_path):
+    """What data=prepared trains on (PreparedSplit) after a real prepare with one task is, token for token, the
+    store the in-run path builds from the same corpus and tokenizer: the same samples for the same seed."""
+    from santacoder.data.shards import PreparedSplit
+    from santacoder.data.token_store import build_token_stores
+
+    prepare(config(corpus, tmp_path / "prepared", tokenizer_file, tasks=1))
+    in_run = build_token_stores(Corpus(corpus, [".py", ".java", ".js"]), tokenizer, tmp_path / "store", 0.2)
+    for split in ("train", "val"):
+        prepared = PreparedSplit(tmp_path / "prepared", split)
+        assert prepared.num_tokens == in_run[split].num_tokens > 0
+        assert np.array_equal(prepared.tokens[:], np.asarray(in_run[split].tokens))
