@@ -463,3 +463,22 @@ def test_a_worker_keeps_serving_batches_during_the_grace_period():
         assert worker.exitcode == 0
     finally:
         stop(batches)
+
+
+def test_the_data_cache_is_readable_by_other_users(corpus_dir):
+    """The tokenizer and token stores a run caches in data/cache serve every run (and user) on the same corpus:
+    they take the umask's modes, not the 0600/0700 of the temporary files they were written as. Tried as another
+    uid when run as root."""
+    import tempfile
+
+    from helpers_access import unreadable_by_another_user
+
+    shared = Path(tempfile.mkdtemp())  # pytest's own directories are private to their user: a shared place
+    try:
+        shared.chmod(0o755)
+        datamodule(corpus_dir, shared).prepare_data()
+        cached = sorted(p.name for p in (shared / "cache").iterdir())
+        assert any(n.startswith("tokenizer") for n in cached) and any(n.startswith("tokens-") for n in cached)
+        assert unreadable_by_another_user(shared / "cache") == []
+    finally:
+        shutil.rmtree(shared)

@@ -4,9 +4,11 @@ skipped and counted as training's own reader does."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -211,3 +213,18 @@ def test_a_one_task_prepare_reads_as_the_in_run_token_store(corpus, tokenizer_fi
         prepared = PreparedSplit(tmp_path / "prepared", split)
         assert prepared.num_tokens == in_run[split].num_tokens > 0
         assert np.array_equal(prepared.tokens[:], np.asarray(in_run[split].tokens))
+
+
+def test_a_prepared_directory_is_readable_by_other_users(corpus, tokenizer_file, tmp_path):
+    """Prepared data is shared (a data team prepares, training jobs of other accounts read): its shards must not
+    keep the 0700 of the temporary directories they were written in. Tried as another uid when run as root."""
+    from helpers_access import unreadable_by_another_user
+
+    shared = Path(tempfile.mkdtemp())  # pytest's own directories are private to their user: a shared place
+    try:
+        shared.chmod(0o755)
+        out = shared / "prepared"
+        prepare(config(corpus, out, tokenizer_file, tasks=2))
+        assert unreadable_by_another_user(out) == []
+    finally:
+        shutil.rmtree(shared)

@@ -37,3 +37,12 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def make_publishable(path: str | Path) -> None:
+    """Give a ``tempfile.mkdtemp`` directory (mode 0700) or ``mkstemp`` file (0600) the mode of any new one (0777
+    or 0666 less the umask) before it is renamed into place: shared data (token stores, prepared shards, cached
+    tokenizers) must be readable by the other users and jobs that the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)

@@ -25,6 +25,7 @@ from santacoder.data.corpus import Corpus, is_validation
 from santacoder.data.dataset import EpochSampler, PackedFIMDataset
 from santacoder.data.shards import PreparedSplit
 from santacoder.data.token_store import SPLITS, TokenStore, build_token_stores, store_problem
+from santacoder.durable import make_publishable
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
 from santacoder.text.tokenizer import CodeTokenizer, FIMTokens, train_tokenizer
 
@@ -250,6 +251,7 @@ class CodeDataModule(L.LightningDataModule):
         tok_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(tok_file), dir=tok_file.parent)
         os.close(fd)
+        make_publishable(tmp)
         try:
             tokenizer.save(tmp)
             os.replace(tmp, tok_file)  # atomic: a reader never sees half a file

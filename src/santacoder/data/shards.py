@@ -41,7 +41,7 @@ import numpy as np
 from santacoder.data.cache_files import remove_stale_temporaries, temporary_prefix
 from santacoder.data.checksums import ChecksummedFile
 from santacoder.data.token_store import SPLITS, store_problem, token_dtype
-from santacoder.durable import fsync_dir, write_bytes_atomically
+from santacoder.durable import fsync_dir, make_publishable, write_bytes_atomically
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
 from santacoder.text.tokenizer import CodeTokenizer
 
@@ -131,6 +131,7 @@ class ShardWriter:
         remove_stale_temporaries(self.shards)  # killed tasks' temporaries; a running task's stay
         hidden = "." + temporary_prefix(self.final)
         self.tmp = Path(tempfile.mkdtemp(prefix=hidden, suffix=".partial", dir=self.shards))
+        make_publishable(self.tmp)
         self._replaced = self.shards / f"{hidden}replaced"  # the older shard, between two renames
         self.tokenizer = tokenizer
         self._splits: dict[str, _SplitShard] = {}

@@ -22,7 +22,7 @@ import numpy as np
 from santacoder.data.cache_files import temporary_prefix
 from santacoder.data.checksums import ChecksummedFile, checksum_of
 from santacoder.data.corpus import Document, is_validation
-from santacoder.durable import fsync_dir
+from santacoder.durable import fsync_dir, make_publishable
 from santacoder.errors import is_disk_full, out_of_space
 from santacoder.text.tokenizer import CodeTokenizer
 
@@ -128,6 +128,7 @@ def build_token_stores(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out_dir), dir=out_dir.parent))
+    make_publishable(tmp)
     dtype = token_dtype(tokenizer)
     writers: dict[str, _SplitWriter] = {}
     try:
