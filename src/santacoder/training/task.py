@@ -149,7 +149,9 @@ def _log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
-    """Close W&B runs so offline runs are complete on disk (Lightning leaves them open for notebooks)."""
+    """Close W&B runs so offline runs end with their exit record (Lightning leaves them open for notebooks). W&B's
+    service may still be flushing the log for a moment after this returns; `wandb sync` after the process exits,
+    or the tests' reader, which waits for that record, sees it whole."""
     for lg in trainer.loggers:
         if type(lg).__name__ == "WandbLogger" and trainer.is_global_zero:
             lg.experiment.finish()
