@@ -82,6 +82,9 @@ class CodeDataModule(L.LightningDataModule):
     tokens + 5 specials = 49,157 in the tokenizer, 49,280 rows in the embedding).
     """
 
+    # The languages of validation labels (see PreparedDataModule): the in-run token store keeps none.
+    val_languages: list[str] | None = None
+
     def __init__(
         self,
         *,

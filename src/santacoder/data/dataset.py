@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from santacoder.data.languages import TokenLanguages, label_languages
 from santacoder.data.shards import PreparedSplit
 from santacoder.data.token_store import TokenStore
 from santacoder.model.loss import IGNORE_INDEX
@@ -21,7 +22,9 @@ class PackedFIMDataset(Dataset):
     which lay their tokens out alike.
 
     Items are dicts of ``input_ids`` = sample[:-1] and ``labels`` = sample[1:], with ``<fim-pad>`` labels set to
-    ``IGNORE_INDEX`` so padding is never trained on. Index with ``(epoch, i)`` or a plain ``i`` (epoch 0).
+    ``IGNORE_INDEX`` so padding is never trained on. Index with ``(epoch, i)`` or a plain ``i`` (epoch 0). With
+    ``languages`` (validation of prepared data), items also hold ``language``: each label's language, an index
+    into the names ``languages`` was read with.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class PackedFIMDataset(Dataset):
         fim_spm_rate: float,
         seed: int,
         split: str = "train",
+        languages: TokenLanguages | None = None,
     ):
         self.store = store
         self.tokenizer = tokenizer
@@ -41,6 +45,7 @@ class PackedFIMDataset(Dataset):
         self.fim_spm_rate = fim_spm_rate
         self.seed = seed
         self.split_id = 0 if split == "train" else 1
+        self.languages = languages
 
     def __len__(self) -> int:
         return max(0, (self.store.num_tokens - 1) // self.seq_len)
@@ -54,10 +59,17 @@ class PackedFIMDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
         rng = np.random.default_rng([self.seed, self.split_id, epoch, index])
-        sample = fim_sample(self.raw_sample(index), self.tokenizer, rng, self.fim_rate, self.fim_spm_rate)
+        raw = self.raw_sample(index)
+        sample = fim_sample(raw, self.tokenizer, rng, self.fim_rate, self.fim_spm_rate)
         labels = sample[1:].copy()
         labels[labels == self.tokenizer.fim_pad_id] = IGNORE_INDEX
-        return {"input_ids": torch.from_numpy(sample[:-1].copy()), "labels": torch.from_numpy(labels)}
+        item = {"input_ids": torch.from_numpy(sample[:-1].copy()), "labels": torch.from_numpy(labels)}
+        if self.languages is not None:
+            start = index * self.seq_len
+            raw_languages = self.languages.of_tokens(start, start + len(raw))
+            codes = label_languages(raw, sample, raw_languages, self.tokenizer.eod_id)
+            item["language"] = torch.from_numpy(codes.astype(np.int64))
+        return item
 
 
 class EpochSampler(DistributedSampler):

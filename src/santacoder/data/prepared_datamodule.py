@@ -17,6 +17,8 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from santacoder.data.datamodule import CodeDataModule, plain
+from santacoder.data.dataset import PackedFIMDataset
+from santacoder.data.languages import TokenLanguages
 from santacoder.data.mixture import MixtureDataset, MixtureSource, plan_mixture
 from santacoder.data.shards import PreparedSplit, read_manifest, shard_problem
 from santacoder.data.token_store import SPLITS
@@ -141,6 +143,24 @@ class PreparedDataModule(CodeDataModule):
                             f"shard {str(directory / shard)!r} is incomplete or damaged ({problem}); prepare the "
                             "data again"
                         )
+
+    @property
+    def val_languages(self) -> list[str]:
+        """The languages of the validation documents, every source's (each shard's meta.json counts them):
+        validation batches say each label's language as an index into this list, and training logs
+        ``val/loss/<language>``."""
+        names = set()
+        for directory, manifest in self._directories():
+            for shard in manifest["splits"]["val"]["shards"]:
+                meta = json.loads((directory / shard / "meta.json").read_text())
+                names.update(lang for lang, counts in meta.get("languages", {}).items() if counts.get("tokens"))
+        return sorted(names)
+
+    def _packed(self, store: PreparedSplit, split: str, source: int = 0) -> PackedFIMDataset:
+        dataset = super()._packed(store, split, source)
+        if split == "val":
+            dataset.languages = TokenLanguages.of_split(store, self.val_languages)
+        return dataset
 
     def _open_split(self, split: str) -> PreparedSplit:
         # every rank: the manifest and each shard's metadata and file size (PreparedSplit checks them), no tokens

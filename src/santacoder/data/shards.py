@@ -33,13 +33,14 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from santacoder.data.cache_files import remove_stale_temporaries, temporary_prefix
 from santacoder.data.checksums import ChecksummedFile
+from santacoder.data.corpus import Document
 from santacoder.data.token_store import SPLITS, store_problem, token_dtype
 from santacoder.durable import fsync_dir, make_publishable, write_bytes_atomically
 from santacoder.errors import ConfigError, is_disk_full, out_of_space
@@ -311,6 +312,21 @@ class PreparedSplit:
                 f"{self.num_tokens}: they changed since it was written; prepare the data again"
             )
         self.tokens = ShardedTokens([s / "tokens.bin" for s in self.shards], sizes, dtypes.pop(), eods.pop())
+
+
+def held_out_documents(prepared_dir: str | Path, tokenizer: CodeTokenizer) -> Iterator[Document]:
+    """The validation split's documents, decoded from their token ids, with their docs.jsonl metadata: the
+    held-out files of prepared data, for evaluations that need text (eval.py's fim_single_line source=corpus)."""
+    split = PreparedSplit(prepared_dir, "val")
+    for shard in split.shards:
+        offsets = np.load(shard / "doc_offsets.npy")
+        tokens = np.memmap(shard / "tokens.bin", dtype=json.loads((shard / "meta.json").read_text())["dtype"], mode="r")
+        with open(shard / "docs.jsonl", encoding="utf-8") as lines:
+            for k, line in enumerate(lines):
+                meta = json.loads(line)
+                ids = tokens[offsets[k] + 1 : offsets[k + 1]].tolist()  # without the leading <|endoftext|>
+                text = tokenizer.decode_bytes(ids).decode("utf-8", errors="replace")
+                yield Document(str(meta["id"]), text, meta)
 
 
 def _shard_meta(shard: Path) -> dict:

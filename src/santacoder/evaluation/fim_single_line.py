@@ -70,16 +70,19 @@ def exact_match(tasks: list[LineTask], infill_line: Callable[[str, str], str]) -
 
 
 def corpus_line_tasks(
-    documents: Iterable, val_fraction: float, lines_per_file: int = 5, seed: int = 0
+    documents: Iterable, val_fraction: float | None, lines_per_file: int = 5, seed: int = 0
 ) -> list[LineTask]:
     """The same task from the held-out files of any corpus (``Corpus`` documents whose names the train/validation
-    split holds out), per language by extension: up to ``lines_per_file`` maskable lines of each file, drawn
-    with ``seed``."""
+    split holds out; with ``val_fraction`` None, every document given: a prepared validation split), per language
+    (the document's, else by extension): up to ``lines_per_file`` maskable lines of each file, drawn with
+    ``seed``."""
     rng = random.Random(seed)
     tasks = []
     for doc in documents:
-        language = next((lang for ext, lang in LANGUAGES.items() if doc.name.split(":")[0].endswith(ext)), None)
-        if language is None or not is_validation(doc.name, val_fraction):
+        language = getattr(doc, "meta", {}).get("language")
+        if language not in LANGUAGES.values():
+            language = next((lang for ext, lang in LANGUAGES.items() if doc.name.split(":")[0].endswith(ext)), None)
+        if language is None or (val_fraction is not None and not is_validation(doc.name, val_fraction)):
             continue
         candidates = line_tasks(doc.name, "", doc.text, language)
         tasks.extend(sorted(rng.sample(candidates, min(lines_per_file, len(candidates))), key=lambda t: t.task_id))

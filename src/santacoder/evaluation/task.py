@@ -19,12 +19,14 @@ from santacoder.checkpoints.loading import load, load_tokenizer
 from santacoder.conf.instantiate import command_line_overrides
 from santacoder.conf.run_config import load_run_config
 from santacoder.data.corpus import Corpus
+from santacoder.data.shards import held_out_documents
 from santacoder.errors import ConfigError, stop
 from santacoder.evaluation import humaneval, settings
 from santacoder.evaluation.fim_single_line import corpus_line_tasks, exact_match, humaneval_line_tasks
 from santacoder.evaluation.perplexity import perplexity
 from santacoder.evaluation.sandbox import SandboxUnavailable, describe
 from santacoder.inference.completion import infill_prompt, stream_generate
+from santacoder.text.tokenizer import CodeTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def run_perplexity(model, tokenizer, cfg: DictConfig, task: DictConfig, override
     loader = datamodule.val_dataloader()
     limit = task.limit_batches
     bar = lambda it: tqdm(it, desc="perplexity", total=min(len(loader), limit or len(loader)), file=sys.stderr)  # noqa: E731
-    metrics = perplexity(model, loader, limit, progress=bar)
+    metrics = perplexity(model, loader, limit, progress=bar, languages=datamodule.val_languages)
     metrics["val/fim_rate"] = float(data["fim_rate"])
     return metrics
 
@@ -114,6 +116,12 @@ def fim_tasks(cfg: DictConfig, task: DictConfig, overrides: dict[str, str]) -> l
     if task.source != "corpus":
         raise ConfigError(f"tasks.fim_single_line.source={task.source!r} must be humaneval or corpus")
     data = data_config(cfg, overrides)
+    if data.get("path") or data.get("sources"):  # prepared data: its validation shards hold the held-out files
+        directories = [data["path"]] if data.get("path") else [entry["path"] for entry in data["sources"]]
+        fim_tokens = instantiate(data).fim_tokens  # the data settings checked, as perplexity's are
+        tokenizer = CodeTokenizer.from_file(Path(directories[0]).expanduser() / "tokenizer.json", fim_tokens)
+        documents = (doc for d in directories for doc in held_out_documents(Path(d).expanduser(), tokenizer))
+        return corpus_line_tasks(documents, None, task.lines_per_file, cfg.seed)
     corpus = Corpus(data["source"], data["extensions"], data["max_doc_bytes"])
     return corpus_line_tasks(corpus, data["val_fraction"], task.lines_per_file, cfg.seed)
 

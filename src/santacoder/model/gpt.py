@@ -16,7 +16,7 @@ import torch.utils.checkpoint
 from santacoder.config import GPTConfig
 from santacoder.model.attention import causal_attention, check_attn_impl, padded_causal_mask
 from santacoder.model.kv_cache import KVCache
-from santacoder.model.loss import check_loss_impl, linear_cross_entropy
+from santacoder.model.loss import check_loss_impl, linear_cross_entropy, token_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -155,9 +155,11 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         last_only: bool = False,
         labels: torch.Tensor | None = None,
+        per_token_loss: bool = False,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size) for ``input_ids`` (B, T); with ``labels`` (B, T), the mean cross-entropy
-        over the labelled positions instead (``IGNORE_INDEX`` = -100 marks the others; see santacoder.model.loss).
+        over the labelled positions instead (``IGNORE_INDEX`` = -100 marks the others; see santacoder.model.loss),
+        or with ``per_token_loss`` each position's (B, T), 0 where unlabelled, without gradient (validation).
 
         ``cache``: the inputs continue the sequences held in it (its ``length`` positions), and their keys and
         values are stored in it. ``attention_mask`` (B, cached + T): 1 for tokens, 0 for padding (a left-padded
@@ -194,6 +196,8 @@ class GPT(nn.Module):
             cache.advance(T)
         if labels is not None:
             hidden = self.transformer.ln_f(x)  # (B, T, C)
+            if per_token_loss:
+                return token_cross_entropy(hidden, self.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
             return linear_cross_entropy(
                 hidden, self.lm_head.weight, labels, impl=self.loss_impl, chunk_size=self.loss_chunk_size
             )  # () fp32

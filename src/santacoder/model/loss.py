@@ -61,6 +61,45 @@ def linear_cross_entropy(
     return ChunkedLinearCrossEntropy.apply(hidden, weight, labels, chunk_size, ignore_index, needs_grad)
 
 
+@torch.no_grad()
+def token_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, chunk_size: int = 1024,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:  # fmt: skip
+    """Each token's cross-entropy of ``hidden @ weight.T`` against ``labels`` (shape of labels, fp32, 0 where the
+    label is ``ignore_index``), chunk by chunk as the chunked loss computes it: validation's loss per language.
+    No gradient."""
+    shape = labels.shape
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    out = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+    dtype = _compute_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        w = weight.to(dtype)
+        for start in range(0, hidden.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            valid = labels[rows] != ignore_index
+            logits = (hidden[rows].to(dtype) @ w.T).float()
+            target = torch.where(valid, labels[rows], 0)[:, None]
+            loss = torch.logsumexp(logits, dim=-1) - logits.gather(1, target).squeeze(1)
+            out[rows] = torch.where(valid, loss, 0.0)  # selected: an inf in an ignored row stays out
+    return out.reshape(shape)
+
+
+def grouped_loss_sums(
+    token_losses: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and labelled-token count per group (``groups``: each token's group in [0, num_groups), the
+    shape of ``labels``): ``val/loss/<language>`` is their ratio, summed over batches and ranks first."""
+    valid = (labels != IGNORE_INDEX).reshape(-1)
+    index = groups.reshape(-1)[valid].long()
+    sums = torch.zeros(num_groups, dtype=torch.float64, device=token_losses.device)
+    counts = torch.zeros(num_groups, dtype=torch.float64, device=token_losses.device)
+    sums.index_add_(0, index, token_losses.reshape(-1)[valid].double())
+    counts.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+    return sums, counts
+
+
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     """The dtype nn.Linear would multiply in here: autocast's where it is on, else the tensor's own."""
     device = t.device.type

@@ -30,6 +30,7 @@ from santacoder.errors import ConfigError
 from santacoder.model.gpt import GPT
 from santacoder.model.loss import IGNORE_INDEX
 from santacoder.training.flops import analytic_flops_per_token, measured_flops_per_batch
+from santacoder.training.language_loss import LanguageLoss
 
 RNG_KEY = "rng_states"  # the ranks' torch generator states, for dropout (see SantaCoderLitModule)
 
@@ -166,6 +167,7 @@ class SantaCoderLitModule(L.LightningModule):
         self.scheduler_cfg = scheduler
         self.decay_embeddings = bool(decay_embeddings)
         self.val_loss = MeanMetric()
+        self.val_language_loss: LanguageLoss | None = None  # set up when the data names languages (setup)
         self.last_validation: tuple[float | None, int | None] = (None, None)  # (val/loss, step), for checkpoints
         self.flops_per_batch: int | None = None  # read by the throughput monitor (one micro batch, one device)
         self.analytic_flops_per_batch: float | None = None
@@ -182,6 +184,9 @@ class SantaCoderLitModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        languages = getattr(datamodule, "val_languages", None)
+        if languages and self.val_language_loss is None:  # prepared data: its shards name each document's language
+            self.val_language_loss = LanguageLoss(languages)
         if stage != "fit" or datamodule is None or self.flops_per_batch is not None:
             return
         trainer = self.trainer
@@ -207,13 +212,23 @@ class SantaCoderLitModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # token-weighted mean over the split; the count stays a tensor (no device sync per batch)
         n_tokens = (batch["labels"] != IGNORE_INDEX).sum()
-        self.val_loss.update(self.loss(batch).detach(), weight=n_tokens)
+        if self.val_language_loss is None or "language" not in batch:
+            self.val_loss.update(self.loss(batch).detach(), weight=n_tokens)
+            return
+        # one forward for both: each token's loss, then their mean, and their sums per language
+        token_losses = self.model(batch["input_ids"], labels=batch["labels"], per_token_loss=True)
+        self.val_loss.update(token_losses.sum() / n_tokens.clamp(min=1), weight=n_tokens)
+        self.val_language_loss.update(token_losses, batch["labels"], batch["language"])
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(loss), sync_dist=False)
+        if self.val_language_loss is not None and self.val_language_loss.update_called:
+            for language, value in self.val_language_loss.compute().items():
+                self.log(f"val/loss/{language}", value, sync_dist=False)  # summed over ranks by compute()
+            self.val_language_loss.reset()
         if not self.trainer.sanity_checking:  # for the checkpoints written after it (santacoder info)
             self.last_validation = (float(loss), self.trainer.global_step)
 
