@@ -60,8 +60,11 @@ def three_language_corpus(root: Path, files_per_language: int = 12) -> Path:
 def config(source, out: Path, tokenizer_file: Path, **values):
     cfg = OmegaConf.load(ROOT / "configs" / "prepare.yaml")
     del cfg["hydra"]
+    # without curation: these tests compare prepared shards with the in-run path's documents (test_curation_pipeline
+    # runs the curated pipeline)
     return OmegaConf.merge(cfg, {"source": str(source), "out": str(out), "tokenizer": str(tokenizer_file),
-                                 "val_fraction": 0.2, "executor": {"workers": 1}}, values)  # fmt: skip
+                                 "val_fraction": 0.2, "executor": {"workers": 1}, "curation": {"enabled": False}},
+                           values)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def test_a_prepare_killed_mid_way_resumes_to_byte_identical_shards_and_manifest(
     prepare(config(corpus, reference, tokenizer_file, tasks=4))
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "prepare.py"), f"source={corpus}", f"out={out}", f"tokenizer={tokenizer_file}",
-           "val_fraction=0.2", "tasks=4", "executor.workers=1"]  # fmt: skip
+           "val_fraction=0.2", "tasks=4", "executor.workers=1", "curation.enabled=false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:

@@ -51,7 +51,8 @@ def in_run(sources: list[Path], tokenizer_file: Path, out: Path) -> dict:
 
 
 def prepared(sources: list[Path], tokenizer_file: Path, tasks: int, workers: int, out: Path) -> dict:
-    """``prepare`` as ``santacoder prepare`` runs it: configs/prepare.yaml with the source, tasks and workers."""
+    """``prepare`` as ``santacoder prepare`` runs it: configs/prepare.yaml with the source, tasks and workers, without
+    curation."""
     from santacoder.data.prepare.pipeline import prepare
 
     cfg = OmegaConf.load(CONFIG_DIR / "prepare.yaml")
@@ -59,6 +60,7 @@ def prepared(sources: list[Path], tokenizer_file: Path, tasks: int, workers: int
     cfg = OmegaConf.merge(cfg, {
         "source": [str(s) for s in sources], "out": str(out / "prepared"), "tokenizer": str(tokenizer_file),
         "extensions": [".py"], "val_fraction": VAL_FRACTION, "tasks": tasks, "executor": {"workers": workers},
+        "curation": {"enabled": False},  # the same documents as the in-run path (curation: bench/curation.py)
     })  # fmt: skip
     manifest = prepare(cfg)
     return {split: (manifest["splits"][split]["num_docs"], manifest["splits"][split]["num_tokens"]) for split in SPLITS}

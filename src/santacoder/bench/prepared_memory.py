@@ -56,7 +56,7 @@ def prepare_corpus(source: Path, out: Path, tokenizer_file: Path, tasks: int) ->
     cfg = OmegaConf.load(CONFIG_DIR / "prepare.yaml")
     del cfg["hydra"]
     cfg = OmegaConf.merge(cfg, {"source": str(source), "out": str(out), "tokenizer": str(tokenizer_file),
-                                "tasks": tasks, "val_fraction": 0.05})  # fmt: skip
+                                "tasks": tasks, "val_fraction": 0.05, "curation": {"enabled": False}})  # fmt: skip
     prepare(cfg)
 
 

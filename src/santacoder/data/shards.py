@@ -319,14 +319,17 @@ def held_out_documents(prepared_dir: str | Path, tokenizer: CodeTokenizer) -> It
     held-out files of prepared data, for evaluations that need text (eval.py's fim_single_line source=corpus)."""
     split = PreparedSplit(prepared_dir, "val")
     for shard in split.shards:
+        meta = json.loads((shard / "meta.json").read_text())
+        if not meta["num_tokens"]:  # a task's empty split (no file to map)
+            continue
         offsets = np.load(shard / "doc_offsets.npy")
-        tokens = np.memmap(shard / "tokens.bin", dtype=json.loads((shard / "meta.json").read_text())["dtype"], mode="r")
+        tokens = np.memmap(shard / "tokens.bin", dtype=meta["dtype"], mode="r")
         with open(shard / "docs.jsonl", encoding="utf-8") as lines:
             for k, line in enumerate(lines):
-                meta = json.loads(line)
+                doc = json.loads(line)
                 ids = tokens[offsets[k] + 1 : offsets[k + 1]].tolist()  # without the leading <|endoftext|>
                 text = tokenizer.decode_bytes(ids).decode("utf-8", errors="replace")
-                yield Document(str(meta["id"]), text, meta)
+                yield Document(str(doc["id"]), text, doc)
 
 
 def _shard_meta(shard: Path) -> dict:

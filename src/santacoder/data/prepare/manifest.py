@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from santacoder.data.prepare.curation_steps import REPORTS, read_reports
 from santacoder.data.shards import read_manifest, write_manifest
 from santacoder.durable import write_bytes_atomically
 from santacoder.errors import ConfigError
@@ -73,6 +74,8 @@ def write_prepared_manifest(out: Path, settings: dict) -> dict:
         "languages": dict(sorted(languages.items())),
         "per_task": per_task,
         "skipped": skipped_counts(out, tasks),
+        # what each curation stage removed or changed, per language, in pipeline order (empty without curation)
+        "curation": read_reports(out / REPORTS, tasks) if (out / REPORTS).is_dir() else [],
         "settings": settings,
     }
     manifest["fingerprint"] = hashlib.sha256(_dumps(manifest).encode()).hexdigest()[:16]

@@ -3,7 +3,9 @@
     out/prepare.json      the settings, written at the first start (a start with others is refused)
     out/tokenizer.json    the tokenizer the shards were made with
     out/shards/<task>/    one shard per task (train/ and val/), renamed into place when the task is done
-    out/logs/             datatrove's: per-task logs, statistics and completion markers (resume)
+    out/logs/             datatrove's: per-task logs, statistics and completion markers (resume), one folder per pass
+    out/dedup/            the deduplication passes' signatures, duplicates and clusters (see _passes)
+    out/curation/         what each curation stage removed or changed, per stage and task (summed in the manifest)
     out/manifest.json     written last, by one task that runs after all the others
 
 The same pipeline runs on a laptop (``executor.kind=local``: a pool of ``executor.workers`` processes) and on a
@@ -18,6 +20,9 @@ import logging
 from pathlib import Path
 
 from santacoder.data.corpus import Corpus
+from santacoder.data.curation.dedup import CodeWords, exact_config, minhash_config
+from santacoder.data.prepare.curate import Curation, build_curation
+from santacoder.data.prepare.curation_steps import REPORTS, LocalStages, Reported
 from santacoder.data.prepare.manifest import record_settings
 from santacoder.data.prepare.steps import CorpusReader, ManifestWriter, TokenShardWriter
 from santacoder.data.shards import read_manifest
@@ -83,17 +88,16 @@ def prepare(cfg) -> dict | None:
     fim_tokens = FIM_TOKEN_STYLES[cfg.fim_tokens]
     tokenizer = CodeTokenizer.from_file(cfg.tokenizer, fim_tokens)
     settings = settings_of(cfg, tokenizer, fim_tokens)
+    curation = build_curation(cfg, tokenizer, [s["path"] for s in settings["sources"]])
+    settings["curation"] = curation.settings
     record_settings(out, settings)  # refuses other settings (tasks above all) for a directory already begun
     if (out / "manifest.json").is_file():
         log.info("%s is already prepared (manifest.json): nothing to do", out)
         return read_manifest(out)
     write_bytes_atomically(out / "tokenizer.json", tokenizer.tokenizer.to_str(pretty=True).encode())
 
-    readers = [CorpusReader(s["path"], settings["extensions"], settings["max_doc_bytes"]) for s in settings["sources"]]
-    writer = TokenShardWriter(str(out), str(out / "tokenizer.json"), settings["fim_tokens"], cfg.val_fraction,
-                              cfg.batch_bytes)  # fmt: skip
-    shards = _executor(cfg, [*readers, writer], cfg.tasks, out / "logs", depends=None)
-    manifest = _executor(cfg, [ManifestWriter(str(out), settings)], 1, out / "logs" / "manifest", depends=shards)
+    passes = _passes(cfg, out, settings, curation)
+    manifest = _executor(cfg, [ManifestWriter(str(out), settings)], 1, out / "logs" / "manifest", depends=passes)
     manifest.run()
     if cfg.executor.kind == "slurm":
         log.info("submitted %d tasks and the manifest job; %s/manifest.json appears when they are done", cfg.tasks, out)
@@ -101,6 +105,77 @@ def prepare(cfg) -> dict | None:
     if not (out / "manifest.json").is_file():
         raise ConfigError(f"prepare of {out} did not finish (see {out / 'logs'}); run it again: it resumes")
     return read_manifest(out)
+
+
+def _passes(cfg, out: Path, settings: dict, curation: Curation):
+    """The executors up to the shards, each depending on the one before; the last one is returned.
+
+    Without deduplication, one pass of ``tasks`` tasks: read, curate, write shards. With it, the passes before
+    the last compute the dedup signatures (datatrove's dedup stages: a filter drops documents by their index in
+    the task's stream, so each pass re-reads and re-filters to the same stream; the document-local stages are
+    deterministic), and only the last one counts and writes:
+
+        exact signatures (tasks) -> exact duplicates (1 task)
+        -> [exact filter] + MinHash signatures (tasks) -> MinHash buckets (bands tasks) -> clusters (1 task)
+        -> read, curate, [exact filter], [MinHash filter], PII, write shards (tasks)
+    """
+    from datatrove.pipeline.dedup import (
+        ExactDedupFilter,
+        ExactDedupSignature,
+        ExactFindDedups,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )  # fmt: skip
+    from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
+
+    tasks, logs, reports = cfg.tasks, out / "logs", str(out / REPORTS)
+    exact_sigs, exact_dups = str(out / "dedup" / "exact" / "sigs"), str(out / "dedup" / "exact" / "dups")
+    minhash_sigs, minhash_buckets = str(out / "dedup" / "minhash" / "sigs"), str(out / "dedup" / "minhash" / "buckets")
+    minhash_remove = str(out / "dedup" / "minhash" / "remove")
+    exact = exact_config()
+    n = curation.near_dedup
+    minhash = minhash_config(n["n_grams"], n["bands"], n["rows"], n["seed"]) if n else None
+    # report order: the local stages, then exact, near, and the stages after them
+    exact_order = len(curation.before_dedup)
+    near_order = exact_order + curation.exact_dedup
+    after_order = near_order + (n is not None)
+
+    def stream(report_dir: str | None, exact_filter: bool) -> list:
+        """The documents as the signatures of a pass saw them (``report_dir``: the last pass, which counts)."""
+        steps = [CorpusReader(source["path"], settings["extensions"], settings["max_doc_bytes"])
+                 for source in settings["sources"]]  # fmt: skip
+        if curation.before_dedup:
+            steps.append(LocalStages(curation.before_dedup, 0, report_dir))
+        if exact_filter and curation.exact_dedup:
+            steps.append(Reported(ExactDedupFilter(exact_dups, exact), "exact_dedup", "exact_duplicate", exact_order,
+                                  report_dir))  # fmt: skip
+        return steps
+
+    previous = None
+    if curation.exact_dedup:
+        signatures = [*stream(None, exact_filter=False), ExactDedupSignature(exact_sigs, exact)]
+        previous = _executor(cfg, signatures, tasks, logs / "dedup" / "exact_sigs", depends=None)
+        find = [ExactFindDedups(exact_sigs, exact_dups, exact)]
+        previous = _executor(cfg, find, 1, logs / "dedup" / "exact_dups", depends=previous)
+    if minhash is not None:
+        signature = MinhashDedupSignature(minhash_sigs, minhash, language=CodeWords())
+        signatures = [*stream(None, exact_filter=True), signature]
+        previous = _executor(cfg, signatures, tasks, logs / "dedup" / "minhash_sigs", depends=previous)
+        buckets = [MinhashDedupBuckets(minhash_sigs, minhash_buckets, config=minhash)]
+        previous = _executor(cfg, buckets, n["bands"], logs / "dedup" / "minhash_buckets", depends=previous)
+        clusters = [MinhashDedupCluster(minhash_buckets, minhash_remove, config=minhash)]
+        previous = _executor(cfg, clusters, 1, logs / "dedup" / "minhash_clusters", depends=previous)
+
+    pipeline = stream(reports, exact_filter=True)
+    if minhash is not None:
+        pipeline.append(Reported(MinhashDedupFilter(minhash_remove), "near_dedup", "near_duplicate", near_order,
+                                 reports))  # fmt: skip
+    if curation.after_dedup:
+        pipeline.append(LocalStages(curation.after_dedup, after_order, reports))
+    pipeline.append(TokenShardWriter(str(out), str(out / "tokenizer.json"), settings["fim_tokens"], cfg.val_fraction,
+                                     cfg.batch_bytes))  # fmt: skip
+    return _executor(cfg, pipeline, tasks, logs, depends=previous)
 
 
 def _executor(cfg, pipeline: list, tasks: int, logging_dir: Path, depends):
