@@ -110,6 +110,24 @@ def test_prepare_gives_the_in_run_tokens_and_is_measured_against_the_in_run_path
                                                                abs=0.006)  # fmt: skip
 
 
+def test_curation_times_each_stage_against_tokenizing_and_counts_what_the_curated_prepare_removed(results):
+    section = results.split("## Curation", 1)[1].split("\n## ", 1)[0]
+    stages, pipeline, removed = (table_rows(part) for part in section.split("\n\n") if part.startswith("| "))
+    by_stage = {row["stage"]: row for row in stages}
+    assert set(by_stage) >= {"tokenize (encode_batch, the reference)", "basic", "comments", "decontamination", "pii",
+                             "exact_dedup (hash)", "near_dedup (MinHash signature)"}  # fmt: skip
+    reference = number(by_stage["tokenize (encode_batch, the reference)"]["MB/s per worker"])
+    for row in stages:  # the same megabytes in every row: time ratio = inverse rate ratio (rates printed to 0.01)
+        assert ratio(row["time vs tokenizing"]) == pytest.approx(reference / number(row["MB/s per worker"]), rel=0.05,
+                                                                 abs=0.01)  # fmt: skip
+    runs = {row["prepare"]: row for row in pipeline}
+    assert list(runs) == ["uncurated", "curated, 1 worker", "curated, 2 workers"]
+    assert runs["curated, 1 worker"]["documents kept"] == runs["curated, 2 workers"]["documents kept"]
+    assert number(runs["uncurated"]["documents kept"]) >= number(runs["curated, 2 workers"]["documents kept"])
+    assert [row["stage"] for row in removed if row["language"] == "python"] == [
+        "basic", "comments", "decontamination", "exact_dedup", "near_dedup", "pii"]  # fmt: skip
+
+
 def test_the_checkpoint_stall_is_measured_for_both_plugins_and_leaves_no_file(tmp_path):
     """Not part of `make bench` (a 1.1B save takes minutes): run on its own, the tiny preset."""
     cmd = [sys.executable, "-m", "santacoder.bench.checkpoint_stall", "--smoke", "--dir", str(tmp_path)]

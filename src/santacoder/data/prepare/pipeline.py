@@ -4,7 +4,7 @@
     out/tokenizer.json    the tokenizer the shards were made with
     out/shards/<task>/    one shard per task (train/ and val/), renamed into place when the task is done
     out/logs/             datatrove's: per-task logs, statistics and completion markers (resume), one folder per pass
-    out/dedup/            the deduplication passes' signatures, duplicates and clusters (see _passes)
+    out/dedup/            the deduplication passes: each task's curated stream, signatures, duplicates, clusters
     out/curation/         what each curation stage removed or changed, per stage and task (summed in the manifest)
     out/manifest.json     written last, by one task that runs after all the others
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from santacoder.data.corpus import Corpus
 from santacoder.data.curation.dedup import CodeWords, exact_config, minhash_config
 from santacoder.data.prepare.curate import Curation, build_curation
-from santacoder.data.prepare.curation_steps import REPORTS, LocalStages, Reported
+from santacoder.data.prepare.curation_steps import REPORTS, LocalStages, Reported, StreamReader, StreamWriter
 from santacoder.data.prepare.manifest import record_settings
 from santacoder.data.prepare.steps import CorpusReader, ManifestWriter, TokenShardWriter
 from santacoder.data.shards import read_manifest
@@ -110,14 +110,14 @@ def prepare(cfg) -> dict | None:
 def _passes(cfg, out: Path, settings: dict, curation: Curation):
     """The executors up to the shards, each depending on the one before; the last one is returned.
 
-    Without deduplication, one pass of ``tasks`` tasks: read, curate, write shards. With it, the passes before
-    the last compute the dedup signatures (datatrove's dedup stages: a filter drops documents by their index in
-    the task's stream, so each pass re-reads and re-filters to the same stream; the document-local stages are
-    deterministic), and only the last one counts and writes:
+    Without deduplication, one pass of ``tasks`` tasks: read, curate, write shards. With it, the first pass reads and
+    applies the document-local stages, keeps what they kept as each task's stream (``out/dedup/stream``) and
+    computes the first signatures; the later passes read that stream (datatrove's dedup filters drop documents by
+    their index in it), and the last one filters, redacts and writes the shards:
 
-        exact signatures (tasks) -> exact duplicates (1 task)
-        -> [exact filter] + MinHash signatures (tasks) -> MinHash buckets (bands tasks) -> clusters (1 task)
-        -> read, curate, [exact filter], [MinHash filter], PII, write shards (tasks)
+        read, filter, decontaminate, keep the stream, exact signatures (tasks) -> exact duplicates (1 task)
+        -> stream, exact filter, MinHash signatures (tasks) -> MinHash buckets (bands tasks) -> clusters (1 task)
+        -> stream, exact filter, MinHash filter, PII, write shards (tasks)
     """
     from datatrove.pipeline.dedup import (
         ExactDedupFilter,
@@ -129,10 +129,11 @@ def _passes(cfg, out: Path, settings: dict, curation: Curation):
     )  # fmt: skip
     from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 
-    tasks, logs, reports = cfg.tasks, out / "logs", str(out / REPORTS)
-    exact_sigs, exact_dups = str(out / "dedup" / "exact" / "sigs"), str(out / "dedup" / "exact" / "dups")
-    minhash_sigs, minhash_buckets = str(out / "dedup" / "minhash" / "sigs"), str(out / "dedup" / "minhash" / "buckets")
-    minhash_remove = str(out / "dedup" / "minhash" / "remove")
+    tasks, logs, reports, dedup = cfg.tasks, out / "logs", str(out / REPORTS), out / "dedup"
+    stream = str(dedup / "stream")
+    exact_sigs, exact_dups = str(dedup / "exact" / "sigs"), str(dedup / "exact" / "dups")
+    minhash_sigs, minhash_buckets = str(dedup / "minhash" / "sigs"), str(dedup / "minhash" / "buckets")
+    minhash_remove = str(dedup / "minhash" / "remove")
     exact = exact_config()
     n = curation.near_dedup
     minhash = minhash_config(n["n_grams"], n["bands"], n["rows"], n["seed"]) if n else None
@@ -141,41 +142,43 @@ def _passes(cfg, out: Path, settings: dict, curation: Curation):
     near_order = exact_order + curation.exact_dedup
     after_order = near_order + (n is not None)
 
-    def stream(report_dir: str | None, exact_filter: bool) -> list:
-        """The documents as the signatures of a pass saw them (``report_dir``: the last pass, which counts)."""
-        steps = [CorpusReader(source["path"], settings["extensions"], settings["max_doc_bytes"])
-                 for source in settings["sources"]]  # fmt: skip
-        if curation.before_dedup:
-            steps.append(LocalStages(curation.before_dedup, 0, report_dir))
-        if exact_filter and curation.exact_dedup:
-            steps.append(Reported(ExactDedupFilter(exact_dups, exact), "exact_dedup", "exact_duplicate", exact_order,
-                                  report_dir))  # fmt: skip
-        return steps
+    read = [CorpusReader(source["path"], settings["extensions"], settings["max_doc_bytes"])
+            for source in settings["sources"]]  # fmt: skip
+    if curation.before_dedup:
+        read.append(LocalStages(curation.before_dedup, 0, reports))
 
-    previous = None
-    if curation.exact_dedup:
-        signatures = [*stream(None, exact_filter=False), ExactDedupSignature(exact_sigs, exact)]
-        previous = _executor(cfg, signatures, tasks, logs / "dedup" / "exact_sigs", depends=None)
-        find = [ExactFindDedups(exact_sigs, exact_dups, exact)]
-        previous = _executor(cfg, find, 1, logs / "dedup" / "exact_dups", depends=previous)
-    if minhash is not None:
-        signature = MinhashDedupSignature(minhash_sigs, minhash, language=CodeWords())
-        signatures = [*stream(None, exact_filter=True), signature]
-        previous = _executor(cfg, signatures, tasks, logs / "dedup" / "minhash_sigs", depends=previous)
-        buckets = [MinhashDedupBuckets(minhash_sigs, minhash_buckets, config=minhash)]
-        previous = _executor(cfg, buckets, n["bands"], logs / "dedup" / "minhash_buckets", depends=previous)
-        clusters = [MinhashDedupCluster(minhash_buckets, minhash_remove, config=minhash)]
-        previous = _executor(cfg, clusters, 1, logs / "dedup" / "minhash_clusters", depends=previous)
+    def exact_filter(report_dir: str | None) -> list:
+        if not curation.exact_dedup:
+            return []
+        step = ExactDedupFilter(exact_dups, exact)
+        return [Reported(step, "exact_dedup", "exact_duplicate", exact_order, report_dir)]
 
-    pipeline = stream(reports, exact_filter=True)
-    if minhash is not None:
-        pipeline.append(Reported(MinhashDedupFilter(minhash_remove), "near_dedup", "near_duplicate", near_order,
-                                 reports))  # fmt: skip
+    previous, last = None, read  # the last pass starts with `last`
+    if curation.dedup:
+        first = [*read, StreamWriter(stream)]
+        if curation.exact_dedup:
+            first.append(ExactDedupSignature(exact_sigs, exact))
+            previous = _executor(cfg, first, tasks, logs / "dedup" / "first", depends=None)
+            find = [ExactFindDedups(exact_sigs, exact_dups, exact)]
+            previous = _executor(cfg, find, 1, logs / "dedup" / "exact_dups", depends=previous)
+            first = None
+        if minhash is not None:
+            signature = MinhashDedupSignature(minhash_sigs, minhash, language=CodeWords())
+            signatures = [*first, signature] if first else [StreamReader(stream), *exact_filter(None), signature]
+            previous = _executor(cfg, signatures, tasks, logs / "dedup" / "minhash_sigs", depends=previous)
+            buckets = [MinhashDedupBuckets(minhash_sigs, minhash_buckets, config=minhash)]
+            previous = _executor(cfg, buckets, n["bands"], logs / "dedup" / "minhash_buckets", depends=previous)
+            clusters = [MinhashDedupCluster(minhash_buckets, minhash_remove, config=minhash)]
+            previous = _executor(cfg, clusters, 1, logs / "dedup" / "minhash_clusters", depends=previous)
+        last = [StreamReader(stream), *exact_filter(reports)]
+        if minhash is not None:
+            near = Reported(MinhashDedupFilter(minhash_remove), "near_dedup", "near_duplicate", near_order, reports)
+            last.append(near)
     if curation.after_dedup:
-        pipeline.append(LocalStages(curation.after_dedup, after_order, reports))
-    pipeline.append(TokenShardWriter(str(out), str(out / "tokenizer.json"), settings["fim_tokens"], cfg.val_fraction,
-                                     cfg.batch_bytes))  # fmt: skip
-    return _executor(cfg, pipeline, tasks, logs, depends=previous)
+        last.append(LocalStages(curation.after_dedup, after_order, reports))
+    last.append(TokenShardWriter(str(out), str(out / "tokenizer.json"), settings["fim_tokens"], cfg.val_fraction,
+                                 cfg.batch_bytes))  # fmt: skip
+    return _executor(cfg, last, tasks, logs, depends=previous)
 
 
 def _executor(cfg, pipeline: list, tasks: int, logging_dir: Path, depends):
