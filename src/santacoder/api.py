@@ -39,11 +39,34 @@ __all__ = [
     "infill",
     "load",
     "load_tokenizer",
+    "attribute",
+    "build_index",
     "read_checkpoint_config",
     "save_hf",
     "stream_generate",
     "train_tokenizer",
 ]
+
+
+def attribute(snippet: str | list[int], index: str | Path, min_len: int = 32):
+    """Where ``snippet`` (code, or ids of the model's tokenizer) could come from in the data a model trained on:
+    verbatim spans with their documents (repository, path, license), similar documents, and a one-line
+    ``verdict``. ``index``: a directory ``santacoder index`` wrote (or an opened ``AttributionIndex``). Needs the
+    ``attribution`` extra."""
+    from santacoder.search.commands import _search_modules, index_dir
+
+    attribution, _ = _search_modules()
+    if not isinstance(index, attribution.AttributionIndex):
+        index = attribution.AttributionIndex(index_dir(str(index)))
+    return attribution.attribute(snippet, index, min_len=min_len)
+
+
+def build_index(source: str | Path, out: str | Path | None = None) -> dict:
+    """The attribution index of what a run directory or a prepared directory trained on (``santacoder index``)."""
+    from santacoder.search.commands import _search_modules
+
+    _, index = _search_modules()
+    return index.build_index(Path(source), Path(out) if out is not None else None)
 
 
 class LLM:

@@ -41,6 +41,7 @@ from santacoder.inference.completion import (
     infill_prompt,
     stream_generate,
 )
+from santacoder.search.commands import add_attribute, add_index
 
 DEVICES = "cpu, cuda, cuda:N or mps"
 
@@ -469,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="santacoder", description="SantaCoder-style code models: inspect, convert, generate and infill."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_info, add_convert, add_generate, add_infill, add_demo, add_prepare, add_train_tokenizer):
+    for add in (add_info, add_convert, add_generate, add_infill, add_demo, add_prepare, add_train_tokenizer,
+                add_index, add_attribute):  # fmt: skip
         add(subparsers)
     return parser
 

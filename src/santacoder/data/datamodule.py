@@ -222,6 +222,23 @@ class CodeDataModule(L.LightningDataModule):
     def _store_dir(self, tokenizer: CodeTokenizer) -> Path:
         return self.cache_dir / f"tokens-{self.corpus.fingerprint()}-{tokenizer.fingerprint()}-val{self.val_fraction}"
 
+    def tokenizer_file(self) -> Path:
+        """The tokenizer.json of the data's ids (given, cached from training, or the prepared directory's)."""
+        return self._tokenizer_file()
+
+    def trained_token_dirs(self) -> list[tuple[Path, list[dict] | None]]:
+        """The token stores training reads its samples from (the train split), each with its documents' metadata in
+        store order when the store keeps none itself (the in-run store: re-read from the corpus, whose fingerprint
+        names the store), for the attribution index (``santacoder index``)."""
+        tokenizer = self._load_tokenizer()
+        store = self._store_dir(tokenizer) / "train"
+        documents = [
+            {"id": doc.name, **{k: doc.meta.get(k) for k in ("path", "repo", "license", "language")}}
+            for doc in self.corpus
+            if not is_validation(doc.name, self.val_fraction)
+        ]
+        return [(store, documents)]
+
     def _load_tokenizer(self) -> CodeTokenizer:
         """The tokenizer file, read once per process (the vocabulary check, prepare_data and setup share it)."""
         if self.tokenizer is None:

@@ -90,6 +90,11 @@ class PreparedDataModule(CodeDataModule):
             return [(source.path, source.manifest) for source in self.mixture]
         return [(self.path, self.manifest)]
 
+    def trained_token_dirs(self) -> list[tuple[Path, list[dict] | None]]:
+        """Every train shard of every prepared directory trained on (their docs.jsonl hold the metadata)."""
+        return [(directory / shard, None) for directory, manifest in self._directories()
+                for shard in manifest["splits"]["train"]["shards"]]  # fmt: skip
+
     def _tokenizer_file(self) -> Path:
         return self._directories()[0][0] / "tokenizer.json"  # a mixture's sources share one (plan_mixture)
 

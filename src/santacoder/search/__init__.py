@@ -1,0 +1,1 @@
+"""The attribution index: which training documents generated code comes from."""
