@@ -322,6 +322,12 @@ def add_demo(subparsers: argparse._SubParsersAction) -> None:
         "--host", help="0.0.0.0 to serve other machines (default: $GRADIO_SERVER_NAME, else 127.0.0.1: this one)"
     )
     parser.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
+    parser.add_argument(
+        "--index",
+        metavar="DIR",
+        help="an attribution index (`santacoder index`; or a run or prepared directory holding index/): a panel "
+        "then says where each generated piece of code could come from in the training data",
+    )
     parser.set_defaults(func=run_demo)
 
 
@@ -368,9 +374,17 @@ def run_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"the demo needs gradio ({e}); install it with: pip install 'santacoder[demo]'") from None
     host, port = demo_address(args.host, args.port)  # checked before the model is loaded
     check_can_listen(host, port)
+    attribute = None
+    if args.index is not None:  # opened before the model is loaded too: a missing or damaged index is one line
+        # imported here: santacoder.search needs the attribution extra (infini-gram, tantivy), the demo does not
+        from santacoder.search.commands import _search_modules, index_dir
+
+        attribution, _ = _search_modules()  # a ConfigError with the install hint when the extra is missing
+        index = attribution.AttributionIndex(index_dir(args.index))
+        attribute = lambda text: attribution.attribute(text, index).to_dict()  # the demo is below search
     model, tokenizer = _model_and_tokenizer(args)
     print(f"SantaCoder playground on http://{host}:{port} (Ctrl-C stops it)", flush=True)
-    launch(build_app(model, tokenizer), host=host, port=port)
+    launch(build_app(model, tokenizer, attribute=attribute), host=host, port=port)
     return 0
 
 

@@ -6,6 +6,11 @@ output shows the generated part in its own colour between the prefix and the suf
 writes. Bad input (no code, two markers, more tokens than the model's context, a sampling value out of range,
 whether from a slider or from the API) is a message in the app.
 
+Given an ``attribute`` callable (``santacoder demo --index DIR``: the attribution index of the training data), a
+"Where could this come from?" panel under the output says, once each generation is done, whether the generated code
+is in the training data: verbatim spans with their documents and licenses, then similar files. The demo only calls
+it (``santacoder.search`` is a layer above this one); without it the app has no panel.
+
 The logic is ``Playground`` (plain Python, tested directly); ``build_app`` is a thin UI around it whose one event
 has ``api_name="generate"``, so ``gradio_client`` can script it. The app runs offline: no analytics or version
 check, and the front end and its fonts are served from the installed package (the browser test checks that the
@@ -14,11 +19,14 @@ page requests nothing from another host).
 
 from __future__ import annotations
 
+import functools
 import html
+import logging
 import math
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from santacoder.inference.completion import (
     FILL_MARKER,
@@ -39,6 +47,10 @@ CSS = (
     ".sc-output { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap; }"
     " #code textarea { font-family: ui-monospace, monospace; }"
 )
+DONE = "Done:"  # how the status of a finished generation starts
+SHOWN = 3  # spans, sources per span, and similar files shown in the attribution panel
+SEARCHING = "*Looking for the generated code in the training data…*"
+log = logging.getLogger(__name__)
 
 
 class DemoInputError(ValueError):
@@ -121,8 +133,27 @@ class Playground:
         yield (
             render(prefix, generated, suffix),
             generated,
-            status_message(f"Done: {what} with {len(generated)} characters in {time.perf_counter() - start:.1f} s."),
+            status_message(f"{DONE} {what} with {len(generated)} characters in {time.perf_counter() - start:.1f} s."),
         )
+
+    def stream_attributed(
+        self,
+        attribute: Callable[[str], dict],
+        code: str,
+        max_new_tokens: float,
+        temperature: float,
+        top_p: float,
+        seed: float | None,
+    ) -> Iterator[tuple[str, str, str, str]]:
+        """``stream`` with the attribution panel as a fourth output: empty while the model writes (the answer of
+        an earlier generation cleared), then, once the generation is done, where the generated text could come
+        from (``attribution_panel``): attributed once per generation, not per token (it takes ~0.1 s)."""
+        finished = False
+        for shown, generated, status in self.stream(code, max_new_tokens, temperature, top_p, seed):
+            finished = status.startswith(DONE)
+            yield shown, generated, status, SEARCHING if finished else ""
+        if finished:  # an input error leaves the panel empty: there is nothing to attribute
+            yield shown, generated, status, attribution_panel(attribute, generated)
 
 
 def render(prefix: str, generated: str, suffix: str | None) -> str:
@@ -136,8 +167,86 @@ def render(prefix: str, generated: str, suffix: str | None) -> str:
     )
 
 
-def build_app(model: GPT, tokenizer: CodeTokenizer, title: str = "SantaCoder playground"):
-    """The Gradio Blocks app around a ``Playground``."""
+def markdown_text(text) -> str:
+    """``text`` (a path, a repository, a license: anything from the index's metadata) as literal text in Markdown
+    that also renders HTML: no tag, link, autolink, emphasis or heading can come out of it, and it stays on one
+    line."""
+    text = " ".join(str(text).split())
+    # every ASCII punctuation character may be backslash-escaped in CommonMark; ':' and '@' too, or
+    # "http://…" or "a@b.c" would still become links; '&', '<' and '>' are HTML entities instead
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~:@\"'=$^])", r"\\\1", html.escape(text, quote=False))
+
+
+def source_name(source: dict) -> str:
+    """A source's name as ``santacoder.search.attribution.Source.name`` gives it (a property: not in its dict)."""
+    where = source.get("path") or source.get("id") or f"document {source.get('doc')} of shard {source.get('shard')}"
+    return f"{source['repo']}/{where}" if source.get("repo") else where
+
+
+def describe_source(source: dict) -> str:
+    """``name (license, language)``, escaped for Markdown."""
+    about = [source.get("license") or "unknown license"] + ([source["language"]] if source.get("language") else [])
+    return f"{markdown_text(source_name(source))} ({markdown_text(', '.join(about))})"
+
+
+def more(count: int) -> str:
+    return f" and {count - SHOWN} more" if count > SHOWN else ""
+
+
+def render_attribution(result: dict) -> str:
+    """The attribution panel's Markdown for an ``Attribution.to_dict()``: the verdict in bold; each verbatim span
+    (up to 3) with its length, occurrences and up to 3 documents; then up to 3 similar files and the share of the
+    generated code's 5-grams each holds. Everything from the data is escaped."""
+    lines = [f"**{markdown_text(result.get('verdict') or result.get('kind') or 'not found')}**"]
+    spans, similar = result.get("spans") or [], result.get("similar") or []
+    if not spans and not similar:
+        lines.append("\nNo verbatim span and no similar file in the training data.")
+    if spans:
+        lines.append("\nVerbatim in the training data:")
+        for span in spans[:SHOWN]:
+            length = span["end"] - span["start"] if "end" in span else len(span.get("text", ""))
+            times = "once" if span["count"] == 1 else f"{span['count']:,} times"
+            sources = span.get("sources") or []
+            found = ", ".join(describe_source(s) for s in sources[:SHOWN]) + more(len(sources))
+            lines.append(f"- {length:,} characters, found {times}" + (f": {found}" if found else ""))
+        if len(spans) > SHOWN:
+            lines.append(f"- and {len(spans) - SHOWN} more spans")
+    if similar:
+        lines.append("\nSimilar files (the share of the generated code's 5-grams each holds):")
+        for item in similar[:SHOWN]:
+            lines.append(f"- {describe_source(item['source'])}: {item['containment']:.0%}")
+        if len(similar) > SHOWN:
+            lines.append(f"- and {len(similar) - SHOWN} more")
+    return "\n".join(lines)
+
+
+def attribution_panel(attribute: Callable[[str], dict], generated: str) -> str:
+    """The panel for the generated text: ``render_attribution`` of what ``attribute`` answers, or one line saying
+    why there is none. Never raises: the generation is shown whatever the index does.
+
+    Only the generated text is attributed, not the prompt: the prompt is the user's own code (attributing it would
+    report their input as "copied"), and the question the panel answers is whether the *model* reproduced its
+    training data."""
+    if not generated.strip():
+        return "Nothing was generated, so there is nothing to look for."
+    try:
+        return render_attribution(attribute(generated))
+    except Exception as e:  # a damaged index, a snippet the index refuses: a line in the panel, never a traceback
+        if not isinstance(e, ValueError):  # ConfigError is a ValueError: the index's own message suffices
+            log.warning("attribution failed", exc_info=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"⚠️ Could not look for the generated code in the training data: {markdown_text(first)}"
+
+
+def build_app(
+    model: GPT,
+    tokenizer: CodeTokenizer,
+    title: str = "SantaCoder playground",
+    attribute: Callable[[str], dict] | None = None,
+):
+    """The Gradio Blocks app around a ``Playground``. With ``attribute`` (the generated text -> its
+    ``Attribution.to_dict()``), a "Where could this come from?" panel (``#attribution``) under the generated text,
+    and the ``generate`` event has it as a fourth output."""
     import gradio as gr
 
     playground = Playground(model, tokenizer)
@@ -161,10 +270,18 @@ def build_app(model: GPT, tokenizer: CodeTokenizer, title: str = "SantaCoder pla
         status = gr.Markdown(elem_id="status")
         output = gr.HTML(elem_id="output")
         generated = gr.Textbox(label="Generated text", lines=4, elem_id="generated")
+        outputs, run = [output, generated, status], playground.stream
+        if attribute is not None:
+            gr.Markdown(
+                "### Where could this come from?\nThe generated code looked up in the model's training data: spans "
+                "found verbatim, with the documents (and licenses) that hold them, then files it is similar to."
+            )
+            outputs.append(gr.Markdown(elem_id="attribution", latex_delimiters=[]))  # a "$$" in a path is text
+            run = functools.partial(playground.stream_attributed, attribute)
         button.click(
-            playground.stream,
+            run,
             inputs=[code, max_new_tokens, temperature, top_p, seed],
-            outputs=[output, generated, status],
+            outputs=outputs,
             api_name="generate",
         )
     return app
