@@ -128,6 +128,24 @@ def test_curation_times_each_stage_against_tokenizing_and_counts_what_the_curate
         "basic", "comments", "decontamination", "exact_dedup", "near_dedup", "pii"]  # fmt: skip
 
 
+def test_the_attribution_index_reports_build_size_and_latency_against_its_references(results):
+    section = results.split("## Attribution index", 1)[1].split("\n## ", 1)[0]
+    if "skipped:" in section:
+        pytest.skip("the attribution extra is not installed")
+    build, size, queries = (table_rows(part) for part in section.split("\n\n") if part.startswith("| "))
+    rates = {row["build"]: row for row in build}
+    reference = number(rates["tokenize (the reference)"]["tokens/s"])
+    for row in build:  # the same tokens in every row: the time ratio is the inverse of the rates' (rounded)
+        assert ratio(row["time vs tokenizing"]) == pytest.approx(reference / number(row["tokens/s"]), rel=0.05,
+                                                                 abs=0.01)  # fmt: skip
+    assert [row["index size"].split(" (")[0] for row in size] == [
+        "suffix array", "exact index, new files", "fuzzy index"]  # fmt: skip
+    assert all(float(row["per token"]) > 0 for row in size)
+    assert [row["query (400-token snippet)"].split(" (")[0] for row in queries][1:] == ["exact spans", "attribute"]
+    found = re.search(r"(\d+) of (\d+) snippets cut from the indexed documents came back as copied", section)
+    assert found and found[1] == found[2]  # every snippet of the index is found in it
+
+
 def test_the_checkpoint_stall_is_measured_for_both_plugins_and_leaves_no_file(tmp_path):
     """Not part of `make bench` (a 1.1B save takes minutes): run on its own, the tiny preset."""
     cmd = [sys.executable, "-m", "santacoder.bench.checkpoint_stall", "--smoke", "--dir", str(tmp_path)]

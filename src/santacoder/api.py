@@ -53,9 +53,9 @@ def attribute(snippet: str | list[int], index: str | Path, min_len: int = 32):
     verbatim spans with their documents (repository, path, license), similar documents, and a one-line
     ``verdict``. ``index``: a directory ``santacoder index`` wrote (or an opened ``AttributionIndex``). Needs the
     ``attribution`` extra."""
-    from santacoder.search.commands import _search_modules, index_dir
+    from santacoder.search.commands import search_modules, index_dir
 
-    attribution, _ = _search_modules()
+    attribution, _ = search_modules()
     if not isinstance(index, attribution.AttributionIndex):
         index = attribution.AttributionIndex(index_dir(str(index)))
     return attribution.attribute(snippet, index, min_len=min_len)
@@ -63,9 +63,9 @@ def attribute(snippet: str | list[int], index: str | Path, min_len: int = 32):
 
 def build_index(source: str | Path, out: str | Path | None = None) -> dict:
     """The attribution index of what a run directory or a prepared directory trained on (``santacoder index``)."""
-    from santacoder.search.commands import _search_modules
+    from santacoder.search.commands import search_modules
 
-    _, index = _search_modules()
+    _, index = search_modules()
     return index.build_index(Path(source), Path(out) if out is not None else None)
 
 

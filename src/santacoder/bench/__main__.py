@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("Decoding: santacoder.generate vs transformers' generate", "decode", []),
     ("Data preparation: prepare (datatrove) vs in-run tokenization", "prepare_throughput", []),
     ("Curation: each stage, and the curated prepare", "curation", []),
+    ("Attribution index: build, size and queries at ~90M tokens", "attribution", []),
 ]
 
 

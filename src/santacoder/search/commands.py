@@ -13,7 +13,7 @@ from santacoder.errors import ConfigError
 EXTRA = "install the attribution extra: pip install 'santacoder[attribution]'"
 
 
-def _search_modules():
+def search_modules():
     try:
         from santacoder.search import attribution, index
     except ImportError as e:
@@ -37,7 +37,7 @@ def add_index(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    _, index = _search_modules()
+    _, index = search_modules()
     if args.mem_gb <= 0 or args.cpus < 1:
         raise ConfigError(f"--mem-gb={args.mem_gb} and --cpus={args.cpus} must be positive")
     source = Path(args.source)
@@ -93,7 +93,7 @@ def read_snippet(file: str) -> str:
 
 
 def run_attribute(args: argparse.Namespace) -> int:
-    attribution, _ = _search_modules()
+    attribution, _ = search_modules()
     if args.min_len < 1:
         raise ConfigError(f"--min-len={args.min_len} must be a positive number of tokens")
     index = attribution.AttributionIndex(index_dir(args.index))
