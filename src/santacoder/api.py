@@ -53,7 +53,7 @@ def attribute(snippet: str | list[int], index: str | Path, min_len: int = 32):
     verbatim spans with their documents (repository, path, license), similar documents, and a one-line
     ``verdict``. ``index``: a directory ``santacoder index`` wrote (or an opened ``AttributionIndex``). Needs the
     ``attribution`` extra."""
-    from santacoder.search.commands import search_modules, index_dir
+    from santacoder.search.commands import index_dir, search_modules
 
     attribution, _ = search_modules()
     if not isinstance(index, attribution.AttributionIndex):

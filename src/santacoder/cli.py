@@ -377,7 +377,7 @@ def run_demo(args: argparse.Namespace) -> int:
     attribute = None
     if args.index is not None:  # opened before the model is loaded too: a missing or damaged index is one line
         # imported here: santacoder.search needs the attribution extra (infini-gram, tantivy), the demo does not
-        from santacoder.search.commands import search_modules, index_dir
+        from santacoder.search.commands import index_dir, search_modules
 
         attribution, _ = search_modules()  # a ConfigError with the install hint when the extra is missing
         index = attribution.AttributionIndex(index_dir(args.index))
