@@ -3,7 +3,7 @@
 The public API is ``santacoder.api``'s, re-exported here. The package is arranged in layers, each importing only
 those below it (``make lint`` checks it; siblings in one layer never import each other), from the bottom up:
 ``errors`` -> ``config`` -> ``model``, ``text``, ``conf`` -> ``data``, ``checkpoints``, ``inference`` ->
-``training``, ``evaluation`` -> ``bench`` -> ``api``, ``cli``.
+``training``, ``evaluation``, ``search`` -> ``bench`` -> ``api``, ``cli``.
 """
 
 from santacoder import legacy_paths
