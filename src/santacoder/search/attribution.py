@@ -59,6 +59,9 @@ class CopiedSpan:
     count: int  # occurrences in the training tokens
     text: str
     sources: list[Source] = field(default_factory=list)
+    # the first optimizer step whose batch held the span's first token (of the documents listed), for an index
+    # of a run (santacoder.search.steps); None for prepared data alone, or a mixture
+    first_step: int | None = None
 
 
 @dataclass
@@ -89,12 +92,39 @@ class AttributionIndex:
         if self.tokenizer.fingerprint() != self.record["tokenizer"]:
             raise ConfigError(f"{str(self.directory)!r} has another tokenizer.json than its index: build it again")
         shards = self.record["shards"]
+        self._order = None  # the run's training order, read on first use (first_step)
         try:
             self.exact = ExactIndex([self.directory / s["exact"] for s in shards], self.record["eod_id"],
                                     self.record["vocab_size"])  # fmt: skip
             self.fuzzy = [FuzzyIndex(self.directory / s["fuzzy"]) for s in shards]
         except (OSError, ValueError, RuntimeError) as e:
             raise ConfigError(f"the attribution index {str(self.directory)!r} is damaged ({e}): build it again") from e
+
+    def first_step(self, shard: int, doc: int, position: int) -> int | None:
+        """The step at which the run this index was built from first trained on token ``position`` of document
+        ``doc`` of shard ``shard``; None when the index is not a run's or the run trained on a mixture."""
+        if self._order is False:
+            return None
+        if self._order is None:
+            run = Path(self.record["source"])
+            if not (run / ".hydra" / "config.yaml").is_file():
+                self._order = False
+                return None
+            from santacoder.search.steps import TrainingOrder
+
+            try:
+                self._order = TrainingOrder(run, self.record["num_tokens"])
+            except ConfigError:  # a mixture: no single sequence to place the span in
+                self._order = False
+                return None
+            self._starts = np.cumsum([0] + [s["num_tokens"] for s in self.record["shards"]])
+            self._offsets = {}
+        shards = self.record["shards"]
+        if shard not in self._offsets:
+            self._offsets[shard] = np.load(Path(shards[shard]["store"]) / "doc_offsets.npy", mmap_mode="r")
+        # the split's sequence: an in-run store is it; prepared shards are concatenated without their leading eod
+        token = int(self._starts[shard]) + int(self._offsets[shard][doc]) + position
+        return self._order.step_of(token)
 
     def text_of(self, shard: int, doc: int) -> str:
         ids, _ = self.exact.document(shard, doc)
@@ -136,7 +166,11 @@ def attribute(
                    for hit in span.docs]  # fmt: skip
         sources.sort(key=lambda s: -s.bm25)
         start, end = chars(span.start), chars(span.end)
-        spans.append(CopiedSpan(start, end, span.end - span.start, span.count, text[start:end], sources))
+        steps = [
+            step for hit in span.docs if (step := index.first_step(hit.index, hit.doc_ix, hit.position)) is not None
+        ]
+        spans.append(CopiedSpan(start, end, span.end - span.start, span.count, text[start:end], sources,
+                                min(steps) if steps else None))  # fmt: skip
     similar = _similar(index, text, scores)
     covered = np.zeros(len(text), dtype=bool)
     for span in spans:

@@ -116,7 +116,8 @@ def run_attribute(args: argparse.Namespace) -> int:
         print(json.dumps(answer.to_dict(), indent=2))
         return 0
     for k, span in enumerate(answer.spans, 1):
-        print(f"span {k}: {span.tokens} tokens, {len(span.text)} characters, {span.count} occurrence(s)")
+        when = f"; first trained on at step {span.first_step}" if span.first_step is not None else ""
+        print(f"span {k}: {span.tokens} tokens, {len(span.text)} characters, {span.count} occurrence(s){when}")
         for line in span.text.splitlines()[:12]:
             print(f"  > {line}")
         for source in span.sources[:5]:
