@@ -143,6 +143,39 @@ def test_a_zero_filled_shard_is_refused_in_one_line_naming_it(prepared, tmp_path
         PreparedSplit(damaged, "train")
 
 
+def test_shards_are_read_whole_once_then_again_only_when_a_file_changes(prepared, tmp_path, compose_train,
+                                                                        monkeypatch):  # fmt: skip
+    """At The Stack's size, reading every shard at every start is hundreds of GB: verify_shards=once reads them
+    whole the first time, and after that only when a shard's files change size or modification time."""
+    from santacoder.data import prepared_datamodule
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    reads = []
+    real = prepared_datamodule.shard_problem
+
+    def counted(directory, tokenizer, check_contents):
+        reads.append(check_contents)
+        return real(directory, tokenizer, check_contents)
+
+    monkeypatch.setattr(prepared_datamodule, "shard_problem", counted)
+
+    def start(*overrides: str) -> list[bool]:
+        reads.clear()
+        datamodule(compose_train, f"data.path={copy}", *overrides).prepare_data()
+        return list(reads)
+
+    assert all(start()) and len(reads) == 2  # the first start: both splits' shard read whole
+    assert not any(start())  # unchanged since: the metadata only
+    assert all(start("data.verify_shards=always"))
+    tokens = copy / "shards" / "00000" / "train" / "tokens.bin"
+    data = bytearray(tokens.read_bytes())
+    data[100] ^= 1  # a changed byte, as a later write would leave it (a new modification time)
+    tokens.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="tokens.bin is damaged"):
+        start()  # read whole again, and refused
+
+
 def test_a_missing_or_newer_manifest_is_refused_in_one_line(prepared, tmp_path, compose_train, tokenizer):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(prepared, unfinished)

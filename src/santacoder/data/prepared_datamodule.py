@@ -20,8 +20,9 @@ from santacoder.data.datamodule import CodeDataModule, plain
 from santacoder.data.dataset import PackedFIMDataset
 from santacoder.data.languages import TokenLanguages
 from santacoder.data.mixture import MixtureDataset, MixtureSource, plan_mixture
-from santacoder.data.shards import PreparedSplit, read_manifest, shard_problem
+from santacoder.data.shards import SHARD_FILES, PreparedSplit, read_manifest, shard_problem
 from santacoder.data.token_store import SPLITS
+from santacoder.durable import write_bytes_atomically
 from santacoder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class PreparedDataModule(CodeDataModule):
         # module from it): configs/data/prepared.yaml sets both
         sources: list[dict] | None = None,
         max_repeat: float | None = None,
+        verify_shards: str = "always",  # a run saved before the setting verified at every start
         **settings,
     ):
         # Lightning records this frame's arguments too, as hyper-parameters: plain containers, as the base's
@@ -51,6 +53,9 @@ class PreparedDataModule(CodeDataModule):
         # read by validate(), which the base class calls
         self.path = Path(path).expanduser() if path else None
         self.sources_setting, self.max_repeat = sources, max_repeat
+        if verify_shards not in ("once", "always"):
+            raise ConfigError(f"data.verify_shards={verify_shards!r} must be once or always")
+        self.verify_shards = verify_shards
         self.manifest: dict = {}
         self.mixture: list[MixtureSource] = []  # data.sources, checked: empty without a mixture
         super().__init__(**settings)
@@ -125,8 +130,10 @@ class PreparedDataModule(CodeDataModule):
     # -- reading the shards -----------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Check every shard against its checksums, reading all of them once (global rank 0 only, once per job):
-        nothing to build, but a shard damaged on disk must stop the run before it trains on it."""
+        """Check every shard against its checksums, reading all of them (global rank 0 only, once per job): nothing
+        to build, but a shard damaged on disk must stop the run before it trains on it. With
+        ``verify_shards=once``, a directory whose shards were read whole before, and whose files kept their sizes
+        and modification times since, is checked by its metadata only (a stamp in ``data.cache_dir``)."""
         if not self.mixture:
             self.manifest = read_manifest(self.path)
         tokenizer = self._load_tokenizer()
@@ -138,16 +145,23 @@ class PreparedDataModule(CodeDataModule):
                 f"with ({manifest['tokenizer']}); prepare the data again"
             )
         for directory, manifest in self._directories():
+            stamp = self.cache_dir / f"verified-{manifest['fingerprint']}.json"
+            files = _shard_files(directory, manifest)
+            whole = self.verify_shards == "always" or not _stamp_holds(stamp, files)
             for split in SPLITS:
                 shards = manifest["splits"][split]["shards"]
-                log.info("checking the %d %s shards of %s", len(shards), split, directory)
+                what = "checking" if whole else "checking the metadata of (read whole before, unchanged since)"
+                log.info("%s the %d %s shards of %s", what, len(shards), split, directory)
                 for shard in shards:
-                    problem = shard_problem(directory / shard, tokenizer, check_contents=True)
+                    problem = shard_problem(directory / shard, tokenizer, check_contents=whole)
                     if problem:
                         raise ConfigError(
                             f"shard {str(directory / shard)!r} is incomplete or damaged ({problem}); prepare the "
                             "data again"
                         )
+            if whole and self.verify_shards == "once":
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomically(stamp, json.dumps(files, indent=1, sort_keys=True).encode())
 
     @property
     def val_languages(self) -> list[str]:
@@ -189,6 +203,28 @@ class PreparedDataModule(CodeDataModule):
                 f"data.seq_len={self.seq_len} + 1: use a shorter seq_len, or prepare a source with a validation split"
             )
         return dataset
+
+
+def _shard_files(directory: Path, manifest: dict) -> dict[str, list[int]]:
+    """[size, modification time in ns] of every file of every shard: what a stamp of a verified directory holds."""
+    files = {}
+    for split in SPLITS:
+        for shard in manifest["splits"][split]["shards"]:
+            for name in ("meta.json", *SHARD_FILES):
+                path = directory / shard / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue  # shard_problem names it
+                files[str(path)] = [st.st_size, st.st_mtime_ns]
+    return files
+
+
+def _stamp_holds(stamp: Path, files: dict[str, list[int]]) -> bool:
+    try:
+        return json.loads(stamp.read_text()) == files
+    except (OSError, ValueError):
+        return False
 
 
 def adopt_data_state(checkpoint: dict, datamodule: object) -> None:
