@@ -226,5 +226,6 @@ def test_a_span_is_placed_at_the_step_that_first_trained_on_it(compose_train, sm
         first = next((k for k, h in enumerate(seen) if h in wanted), None)
         expected = None if first is None else first // 16  # 16 sequences per optimizer step
         assert span.first_step == expected or (expected is None and span.first_step >= 70), (path.name, span)
+        assert span.trained_on == (span.first_step < 70)  # the run's 70 steps (its metrics.json)
         steps.append(span.first_step)
     assert len(set(steps)) > 1  # different files, different steps

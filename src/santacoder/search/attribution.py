@@ -62,6 +62,8 @@ class CopiedSpan:
     # the first optimizer step whose batch held the span's first token (of the documents listed), for an index
     # of a run (santacoder.search.steps); None for prepared data alone, or a mixture
     first_step: int | None = None
+    # whether the run got that far (its metrics.json's last step); None when unknown
+    trained_on: bool | None = None
 
 
 @dataclass
@@ -126,6 +128,10 @@ class AttributionIndex:
         token = int(self._starts[shard]) + int(self._offsets[shard][doc]) + position
         return self._order.step_of(token)
 
+    def trained_steps(self) -> int | None:
+        """The optimizer steps the run behind this index took (its metrics.json), if known."""
+        return self._order.trained_steps if self._order else None
+
     def text_of(self, shard: int, doc: int) -> str:
         ids, _ = self.exact.document(shard, doc)
         return self.tokenizer.decode(ids)
@@ -169,8 +175,10 @@ def attribute(
         steps = [
             step for hit in span.docs if (step := index.first_step(hit.index, hit.doc_ix, hit.position)) is not None
         ]
-        spans.append(CopiedSpan(start, end, span.end - span.start, span.count, text[start:end], sources,
-                                min(steps) if steps else None))  # fmt: skip
+        first = min(steps) if steps else None
+        trained = index.trained_steps()
+        spans.append(CopiedSpan(start, end, span.end - span.start, span.count, text[start:end], sources, first,
+                                None if first is None or trained is None else first < trained))  # fmt: skip
     similar = _similar(index, text, scores)
     covered = np.zeros(len(text), dtype=bool)
     for span in spans:

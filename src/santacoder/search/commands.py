@@ -116,7 +116,11 @@ def run_attribute(args: argparse.Namespace) -> int:
         print(json.dumps(answer.to_dict(), indent=2))
         return 0
     for k, span in enumerate(answer.spans, 1):
-        when = f"; first trained on at step {span.first_step}" if span.first_step is not None else ""
+        when = ""
+        if span.first_step is not None and span.trained_on is False:
+            when = f"; not trained on yet (step {span.first_step} of the run's order, after its last step)"
+        elif span.first_step is not None:
+            when = f"; first trained on at step {span.first_step}"
         print(f"span {k}: {span.tokens} tokens, {len(span.text)} characters, {span.count} occurrence(s){when}")
         for line in span.text.splitlines()[:12]:
             print(f"  > {line}")
