@@ -56,6 +56,7 @@ class PreparedDataModule(CodeDataModule):
         if verify_shards not in ("once", "always"):
             raise ConfigError(f"data.verify_shards={verify_shards!r} must be once or always")
         self.verify_shards = verify_shards
+        self._val_languages: list[str] | None = None
         self.manifest: dict = {}
         self.mixture: list[MixtureSource] = []  # data.sources, checked: empty without a mixture
         super().__init__(**settings)
@@ -168,12 +169,14 @@ class PreparedDataModule(CodeDataModule):
         """The languages of the validation documents, every source's (each shard's meta.json counts them):
         validation batches say each label's language as an index into this list, and training logs
         ``val/loss/<language>``."""
-        names = set()
-        for directory, manifest in self._directories():
-            for shard in manifest["splits"]["val"]["shards"]:
-                meta = json.loads((directory / shard / "meta.json").read_text())
-                names.update(lang for lang, counts in meta.get("languages", {}).items() if counts.get("tokens"))
-        return sorted(names)
+        if self._val_languages is None:  # read once: setup, the module and eval.py all ask
+            names = set()
+            for directory, manifest in self._directories():
+                for shard in manifest["splits"]["val"]["shards"]:
+                    meta = json.loads((directory / shard / "meta.json").read_text())
+                    names.update(lang for lang, counts in meta.get("languages", {}).items() if counts.get("tokens"))
+            self._val_languages = sorted(names)
+        return self._val_languages
 
     def _packed(self, store: PreparedSplit, split: str, source: int = 0) -> PackedFIMDataset:
         dataset = super()._packed(store, split, source)
