@@ -229,3 +229,22 @@ def test_a_span_is_placed_at_the_step_that_first_trained_on_it(compose_train, sm
         assert span.trained_on == (span.first_step < 70)  # the run's 70 steps (its metrics.json)
         steps.append(span.first_step)
     assert len(set(steps)) > 1  # different files, different steps
+
+
+def test_an_index_built_by_one_user_is_readable_by_the_others(prepared, tmp_path):
+    """An index serves every user of the data (the demo, a shared cluster): its files take the umask's modes, not
+    the 0600/0700 of the temporary directories they are built in. Tried as another uid when run as root."""
+    import shutil
+    import tempfile
+
+    from helpers_access import unreadable_by_another_user
+
+    shared = Path(tempfile.mkdtemp())  # pytest's own directories are private to their user: a shared place
+    try:
+        shared.chmod(0o755)
+        shutil.copytree(prepared, shared / "prepared", ignore=shutil.ignore_patterns("index"))
+        santacoder.build_index(shared / "prepared", shared / "index")
+        assert list((shared / "index").rglob("table.0")) and list((shared / "index").rglob("fuzzy.json"))
+        assert unreadable_by_another_user(shared / "index") == []
+    finally:
+        shutil.rmtree(shared)

@@ -179,7 +179,10 @@ def build_fuzzy_index(
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(partial)
-        make_publishable(partial)
+        # tantivy writes meta.json and .managed.json atomically through 0600 temporaries: every user the umask
+        # allows must read the index (the demo, a shared cluster), as the exact tier's files
+        for path in (partial, *partial.iterdir()):
+            make_publishable(path)
         if index_dir.exists():
             shutil.rmtree(index_dir)
         os.replace(partial, index_dir)
