@@ -53,11 +53,11 @@ def attribute(snippet: str | list[int], index: str | Path, min_len: int = 32):
     verbatim spans with their documents (repository, path, license), similar documents, and a one-line
     ``verdict``. ``index``: a directory ``santacoder index`` wrote (or an opened ``AttributionIndex``). Needs the
     ``attribution`` extra."""
-    from santacoder.search.commands import index_dir, search_modules
+    from santacoder.search.commands import open_index, search_modules
 
     attribution, _ = search_modules()
     if not isinstance(index, attribution.AttributionIndex):
-        index = attribution.AttributionIndex(index_dir(str(index)))
+        index = open_index(str(index))
     return attribution.attribute(snippet, index, min_len=min_len)
 
 

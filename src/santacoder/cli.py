@@ -377,10 +377,10 @@ def run_demo(args: argparse.Namespace) -> int:
     attribute = None
     if args.index is not None:  # opened before the model is loaded too: a missing or damaged index is one line
         # imported here: santacoder.search needs the attribution extra (infini-gram, tantivy), the demo does not
-        from santacoder.search.commands import index_dir, search_modules
+        from santacoder.search.commands import open_index, search_modules
 
         attribution, _ = search_modules()  # a ConfigError with the install hint when the extra is missing
-        index = attribution.AttributionIndex(index_dir(args.index))
+        index = open_index(args.index)
         attribute = lambda text: attribution.attribute(text, index).to_dict()  # the demo is below search
     model, tokenizer = _model_and_tokenizer(args)
     print(f"SantaCoder playground on http://{host}:{port} (Ctrl-C stops it)", flush=True)

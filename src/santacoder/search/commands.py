@@ -79,6 +79,12 @@ def index_dir(given: str) -> Path:
     )
 
 
+def open_index(given: str):
+    """The ``AttributionIndex`` of an index directory, or of the run or prepared directory holding index/."""
+    attribution, _ = search_modules()
+    return attribution.AttributionIndex(index_dir(given))
+
+
 def read_snippet(file: str) -> str:
     try:
         data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
@@ -96,7 +102,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     attribution, _ = search_modules()
     if args.min_len < 1:
         raise ConfigError(f"--min-len={args.min_len} must be a positive number of tokens")
-    index = attribution.AttributionIndex(index_dir(args.index))
+    index = open_index(args.index)
     if args.audit:
         from santacoder.search.audit import audit_humaneval
 
