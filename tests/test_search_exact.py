@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from helpers_prepared import VAL_FRACTION, write_prepared
 from santacoder.data.corpus import Document, default_source, is_validation
 from santacoder.data.token_store import build_token_stores
 from santacoder.errors import ConfigError
-from santacoder.search.exact import ExactIndex, build_exact_index
+from santacoder.search.exact import ExactIndex, _on_one_core, build_exact_index
 
 pytest.importorskip("infini_gram.engine")
 
@@ -97,6 +98,22 @@ def test_invented_code_matches_no_long_span(exact, tokenizer):
     assert len(ids) > 100
     assert exact.spans(ids) == []
     assert exact.count(ids[:40]) == 0
+
+
+def test_reading_from_disk_answers_as_reading_from_memory(prepared, tokenizer, corpus):
+    """The two ways of reading an index (read-ahead and many threads, or neither) give the same answers."""
+    memory = ExactIndex(prepared[1], tokenizer.eod_id, len(tokenizer), in_memory=True)
+    disk = ExactIndex(prepared[1], tokenizer.eod_id, len(tokenizer), in_memory=False)
+    assert memory.in_memory and not disk.in_memory
+    assert ExactIndex(prepared[1], tokenizer.eod_id, len(tokenizer)).in_memory  # a small index fits: chosen by size
+    # an excerpt of a file, and two files run together: several spans, one across the documents' boundary
+    glued = _text_of(corpus, EXCERPT_FILE)[:1500] + corpus[3].text[:1500]
+    for text in (_excerpt(_text_of(corpus, EXCERPT_FILE)), glued):
+        ids = tokenizer.encode(text)
+        spans = memory.spans(ids, min_len=8)
+        assert spans and spans == disk.spans(ids, min_len=8)
+        middle = ids[len(ids) // 4 : len(ids) // 4 + 24]  # its ends may tokenize otherwise than in the file
+        assert memory.count(middle) == disk.count(middle) >= 1
 
 
 def test_document_is_the_shard_slice(prepared, exact):
@@ -226,3 +243,14 @@ def test_foreign_directory_is_not_replaced(tmp_path, prepared):
     with pytest.raises(ConfigError, match="not an exact index"):
         build_exact_index(out / "shards" / "00000" / "train", foreign)
     assert (foreign / "notes.txt").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_in_memory_queries_run_on_one_core_and_give_the_cores_back():
+    allowed = os.sched_getaffinity(0)
+    with _on_one_core(True):
+        inside = os.sched_getaffinity(0)
+    assert len(inside) == 1 and inside <= allowed
+    assert os.sched_getaffinity(0) == allowed
+    with _on_one_core(False):
+        assert os.sched_getaffinity(0) == allowed

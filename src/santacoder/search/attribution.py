@@ -85,9 +85,10 @@ class Attribution:
 
 
 class AttributionIndex:
-    """An index directory written by ``santacoder index`` (``santacoder.search.index``), opened for queries."""
+    """An index directory written by ``santacoder index`` (``santacoder.search.index``), opened for queries.
+    ``in_memory``: how the exact tier is read (``ExactIndex``); None decides by its size and the machine's memory."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, in_memory: bool | None = None):
         self.directory = Path(directory).expanduser()
         self.record = read_index_record(self.directory)
         self.tokenizer = CodeTokenizer.from_file(self.directory / "tokenizer.json")
@@ -97,7 +98,7 @@ class AttributionIndex:
         self._order = None  # the run's training order, read on first use (first_step)
         try:
             self.exact = ExactIndex([self.directory / s["exact"] for s in shards], self.record["eod_id"],
-                                    self.record["vocab_size"])  # fmt: skip
+                                    self.record["vocab_size"], in_memory)  # fmt: skip
             self.fuzzy = [FuzzyIndex(self.directory / s["fuzzy"]) for s in shards]
         except (OSError, ValueError, RuntimeError) as e:
             raise ConfigError(f"the attribution index {str(self.directory)!r} is damaged ({e}): build it again") from e
