@@ -36,8 +36,8 @@ Decisions:
   contend for the process's memory map. The engine also starts a thread per position and per shard, each a few
   microseconds of work: on a virtual machine, waking another core for each costs more than the work, so in memory
   the engine's threads run on the calling thread's core. On 2 cores at 158.6M tokens a 400-token snippet took
-  120 ms the first way and 15 ms the second (``python -m santacoder.bench.attribution``). ``ExactIndex`` reads the
-  second way when the index takes at most half the machine's memory, the first way otherwise.
+  124 ms the first way and 14 ms the second (``python -m santacoder.bench.attribution --shards 1``). ``ExactIndex``
+  reads the second way when the index takes at most half the machine's memory, the first way otherwise.
 """
 
 from __future__ import annotations
