@@ -168,6 +168,7 @@ def test_bad_values_are_refused_before_any_work(corpus, tokenizer_file, tmp_path
     assert not (tmp_path / "out" / "shards").exists()
 
 
+@pytest.mark.integration  # a whole curated prepare in a new process: ~40 s, most of the unit tier's time
 def test_the_cli_prepares_the_same_as_prepare_py(corpus, tokenizer_file, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "santacoder.cli", "prepare", str(corpus), "--out", str(tmp_path / "p"),
