@@ -57,7 +57,7 @@ os-packages: ## Install Chromium and bubblewrap from the OS packages for the tes
 	fi
 
 # Generated outputs go under logs/ (ignored by git); UPDATE=1 writes the committed ones the README shows.
-bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios) -> logs/bench/results.md (UPDATE=1: bench/results.md; ~15 min)
+bench: $(STAMP) ## Benchmarks against transformers and reference paths (ratios) -> logs/bench/results.md (UPDATE=1: bench/results.md; ~11 min)
 	$(BIN)/python -m santacoder.bench $(if $(UPDATE),--update) $(ARGS)
 
 figures: $(STAMP) ## Figures from real runs (newest validated make train run, attention, demo) -> logs/figures/ (UPDATE=1: docs/figures/)

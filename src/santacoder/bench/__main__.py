@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and write their tables to one markdown file.
 
-    python -m santacoder.bench            # `make bench`: logs/bench/results.md (~15 min, 2 cores)
+    python -m santacoder.bench            # `make bench`: logs/bench/results.md (~11 min, 2 cores)
     python -m santacoder.bench --update   # `make bench UPDATE=1`: the committed bench/results.md
     python -m santacoder.bench --smoke --no-compile --out /tmp/r.md  # seconds per benchmark: the suite runs this
 
