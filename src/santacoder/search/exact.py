@@ -417,8 +417,8 @@ class ExactIndex:
         if self.engine is None or not ids:
             return []
         with _on_one_core(self.in_memory):
-            found = self.engine.attribute(ids, delim_ids=[], min_len=min_len, max_cnt=max_cnt, enforce_bow=False)
-        answer = _answer(found)
+            result = self.engine.attribute(ids, delim_ids=[], min_len=min_len, max_cnt=max_cnt, enforce_bow=False)
+        answer = _answer(result)
         spans = []
         for found in answer["spans"]:
             hits = []
