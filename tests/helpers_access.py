@@ -1,10 +1,32 @@
-"""What another user can read: shared data (token stores, prepared shards, cached tokenizers) is written for the
-users its umask allows, whether the writer is root or not."""
+"""What another user can read and do: shared data (token stores, prepared shards, cached tokenizers) is written for
+the users its umask allows, whether the writer is root or not; and code run as an ordinary user, from a suite that
+runs as root."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+from santacoder.evaluation.sandbox import PRELUDE
+from santacoder.evaluation.sandbox.backends import interpreter, interpreter_prefixes
+
 NOBODY = 65534
+REPO = Path(__file__).resolve().parents[1]
+
+
+def as_ordinary_user(argv: list[str], home: Path, timeout: float, uid: int = NOBODY) -> subprocess.CompletedProcess:
+    """Run ``argv`` as ``uid`` (root only), through the sandbox's own prelude: a private mount namespace where
+    the interpreter, the venv and the checkout are reachable (pyenv under /root, a clone under a 0700 mktemp
+    directory), then the uid dropped for good."""
+    settings = {"cgroups": [], "parent": os.getpid(), "uid": uid, "argv": argv,
+                "reachable": [*interpreter_prefixes(), os.path.realpath(sys.prefix), str(REPO)]}  # fmt: skip
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "HF_TOKEN": "hf_s3cr3t",
+           "WANDB_API_KEY": "s3cr3t", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    return subprocess.run(
+        [interpreter(), "-I", "-S", "-c", PRELUDE, json.dumps(settings)],
+        capture_output=True, text=True, env=env, cwd="/", timeout=timeout,
+    )  # fmt: skip
 
 
 def unreadable_by_another_user(root: Path) -> list[str]:

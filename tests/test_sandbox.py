@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -37,13 +36,13 @@ from pathlib import Path
 import pytest
 
 import sandbox_pack
+from helpers_access import NOBODY, as_ordinary_user
 from santacoder.evaluation import SandboxUnavailable, check_correctness
-from santacoder.evaluation.sandbox import PRELUDE, describe, probe
-from santacoder.evaluation.sandbox.backends import interpreter, interpreter_prefixes
+from santacoder.evaluation.sandbox import describe, probe
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["bwrap", "unshare"]
-ORDINARY_UID = 65534  # nobody: no home, no group, no capability
+ORDINARY_UID = NOBODY  # no home, no group, no capability
 USERS = ["suite user", "ordinary user"]
 
 
@@ -52,20 +51,6 @@ def require(backend: str) -> None:
         probe(backend)
     except SandboxUnavailable as e:
         pytest.skip(f"the {backend} sandbox cannot run here: {e}")
-
-
-def as_ordinary_user(argv: list[str], home: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``argv`` as uid ``ORDINARY_UID``, through the sandbox's own prelude: a private mount namespace where
-    the interpreter, the venv and the checkout are reachable (pyenv under /root, a clone under a 0700 mktemp
-    directory), then the uid dropped for good."""
-    settings = {"cgroups": [], "parent": os.getpid(), "uid": ORDINARY_UID, "argv": argv,
-                "reachable": [*interpreter_prefixes(), os.path.realpath(sys.prefix), str(REPO)]}  # fmt: skip
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "HF_TOKEN": "hf_s3cr3t",
-           "WANDB_API_KEY": "s3cr3t", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run(
-        [interpreter(), "-I", "-S", "-c", PRELUDE, json.dumps(settings)],
-        capture_output=True, text=True, env=env, cwd="/", timeout=timeout,
-    )  # fmt: skip
 
 
 @functools.cache

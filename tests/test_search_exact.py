@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers_access import NOBODY, as_ordinary_user
 from helpers_prepared import VAL_FRACTION, write_prepared
 from santacoder.data.corpus import Document, default_source, is_validation
 from santacoder.data.token_store import build_token_stores
@@ -254,3 +255,17 @@ def test_in_memory_queries_run_on_one_core_and_give_the_cores_back():
     assert os.sched_getaffinity(0) == allowed
     with _on_one_core(False):
         assert os.sched_getaffinity(0) == allowed
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_an_ordinary_user_narrows_and_gets_back_the_cores_too():
+    """Narrowing a thread's own affinity needs no privilege: the same for a user without root."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite runs as an ordinary user already: the test above is that user's")
+    code = (
+        "import os; from santacoder.search.exact import _on_one_core; allowed = os.sched_getaffinity(0)\n"
+        "with _on_one_core(True): inside = os.sched_getaffinity(0)\n"
+        "print(os.getuid(), len(inside), inside <= allowed, os.sched_getaffinity(0) == allowed)"
+    )
+    done = as_ordinary_user([sys.executable, "-c", code], Path("/"), timeout=60)
+    assert done.stdout.split() == [str(NOBODY), "1", "True", "True"], done.stderr[-2000:]
